@@ -1,0 +1,138 @@
+//! Program entry: parse argv by the invoked name, set up logging and the
+//! runtime, run the push, and turn the outcome into output and an exit code.
+
+use std::sync::Arc;
+
+use clap::error::ErrorKind;
+
+use crate::cli::{self, Command, Invocation, LogLevel};
+use crate::config::{self, ProcessStdin};
+use crate::error::{exit_code, Error};
+use crate::output::Reporter;
+
+pub fn main() -> std::process::ExitCode {
+    let code = run(std::env::args_os().collect());
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs the program on `argv` and returns the exit code.
+pub fn run(argv: Vec<std::ffi::OsString>) -> i32 {
+    let argv0 = argv
+        .first()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let invocation = Invocation::from_argv0(&argv0);
+    let command = match cli::parse(invocation, argv) {
+        Ok(command) => command,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit_code::SUCCESS,
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit_code::FAILURE,
+                _ => exit_code::FAILURE,
+            };
+        }
+    };
+    match command {
+        Command::Version => {
+            println!("{}", version_text());
+            exit_code::SUCCESS
+        }
+        Command::Push(args) => run_push(&args),
+    }
+}
+
+pub fn version_text() -> String {
+    format!("idpbuilder-push {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn run_push(args: &cli::PushArgs) -> i32 {
+    init_logging(args.log_level);
+    let reporter = Arc::new(Reporter::new(args.quiet));
+    let result = config::from_args(args, args.password_from_command_line, &mut ProcessStdin)
+        .and_then(|config| {
+            for warning in &config.warnings {
+                reporter.warn(warning);
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| Error::Image {
+                    image: args.image.clone(),
+                    detail: format!("cannot start the async runtime: {error}"),
+                })?;
+            runtime.block_on(push_until_interrupted(&config, Arc::clone(&reporter)))
+        });
+    match result {
+        Ok(outcome) => {
+            println!("{}", outcome.pinned);
+            exit_code::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {}", error.render());
+            if let Some(hint) = error.hint() {
+                eprintln!("\nhint: {hint}");
+            }
+            error.exit_code()
+        }
+    }
+}
+
+/// Runs the push until it ends or SIGINT/SIGTERM arrives. Dropping the push
+/// future abandons its uploads; the manifest is written last, so no tag points
+/// at a partial image.
+async fn push_until_interrupted(
+    config: &config::PushConfig,
+    reporter: Arc<Reporter>,
+) -> Result<crate::push::PushOutcome, Error> {
+    let interrupted = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut terminate = match signal(SignalKind::terminate()) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return exit_code::INTERRUPTED;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => exit_code::INTERRUPTED,
+                _ = terminate.recv() => exit_code::TERMINATED,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            exit_code::INTERRUPTED
+        }
+    };
+    tokio::select! {
+        outcome = crate::push::push(config, reporter) => outcome,
+        signal_exit_code = interrupted => Err(Error::Interrupted { signal_exit_code }),
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+    };
+    // Only our own crate logs at debug; dependencies' debug output can carry
+    // headers we do not control.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("idpbuilder_push", filter)
+        .with_default(tracing::Level::WARN);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .without_time();
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(targets)
+        .try_init();
+}

@@ -1,0 +1,322 @@
+//! Command-line surface: the raw flags as clap parses them, and the choice of
+//! grammar by the name the program was started under.
+//!
+//! The program answers to several names (see `Invocation`): as `idpbuilder-push`
+//! or `kubectl-idpbuilder-push` its arguments are the push arguments directly, so an
+//! image literally called `push` still works; as `kubectl-idpbuilder` (krew's name)
+//! it has the subcommands `push` and `version`.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// Which grammar argv follows, decided by the basename of argv[0].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invocation {
+    /// `idpbuilder-push IMAGE`
+    Standalone,
+    /// `kubectl idpbuilder push IMAGE` through the file `kubectl-idpbuilder-push`
+    KubectlPush,
+    /// `kubectl idpbuilder push IMAGE` through krew's `kubectl-idpbuilder`
+    KubectlPlugin,
+}
+
+impl Invocation {
+    pub fn from_argv0(argv0: &str) -> Self {
+        let base = Path::new(argv0)
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or(argv0);
+        let base = base.strip_suffix(".exe").unwrap_or(base);
+        if base.ends_with("-push") {
+            if base.starts_with("kubectl-") {
+                Invocation::KubectlPush
+            } else {
+                Invocation::Standalone
+            }
+        } else {
+            Invocation::KubectlPlugin
+        }
+    }
+
+    /// The command line a user types, used in usage lines and hints.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Invocation::Standalone => "idpbuilder-push",
+            Invocation::KubectlPush | Invocation::KubectlPlugin => "kubectl idpbuilder push",
+        }
+    }
+}
+
+/// What the user asked for, once argv is parsed.
+#[derive(Debug)]
+pub enum Command {
+    Push(Box<PushArgs>),
+    Version,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Push into the Gitea registry of the local idpbuilder cluster
+  kubectl idpbuilder push myapp:latest
+
+  # Push to any registry, reading the password from stdin
+  echo \"$TOKEN\" | idpbuilder-push --registry https://registry.example.com/team \\
+      --username ci --password-stdin myapp:1.2.0
+
+  # A local plain-HTTP registry
+  idpbuilder-push --registry http://127.0.0.1:5000 myapp
+
+  # Choose the destination repository and tag
+  idpbuilder-push --registry http://127.0.0.1:5000 --to tools/web:v2 myapp:latest
+
+Environment:
+  IDPBUILDER_REGISTRY_URL, IDPBUILDER_REGISTRY_USERNAME, IDPBUILDER_REGISTRY_PASSWORD,
+  IDPBUILDER_REGISTRY_TOKEN, IDPBUILDER_REGISTRY_INSECURE, IDPBUILDER_REGISTRY_CA_FILE,
+  IDPBUILDER_PUSH_NO_CACHE, DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG.
+  Flags take precedence over environment variables.";
+
+/// The push flags, as typed. Validation into a usable configuration happens in
+/// `config`, so that these stay a plain description of the command line.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Local image to push: NAME[:TAG] or NAME@sha256:DIGEST
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// Registry URL; its scheme picks the protocol and its path is the namespace
+    /// (https://r.example/team -> r.example/team/IMAGE)
+    #[arg(short = 'r', long, env = "IDPBUILDER_REGISTRY_URL", value_name = "URL")]
+    pub registry: Option<String>,
+
+    /// Registry username (also the default namespace, lowercased)
+    #[arg(short = 'u', long, env = "IDPBUILDER_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+
+    /// Registry password (visible to other users: prefer --password-stdin or the env var)
+    #[arg(
+        short = 'p',
+        long,
+        env = "IDPBUILDER_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub password: Option<SecretString>,
+
+    /// Read the registry password from standard input
+    #[arg(long, conflicts_with_all = ["password", "token_stdin"])]
+    pub password_stdin: bool,
+
+    /// Pre-issued bearer token for the registry
+    #[arg(
+        short = 't',
+        long,
+        env = "IDPBUILDER_REGISTRY_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub token: Option<SecretString>,
+
+    /// Read the bearer token from standard input
+    #[arg(long, conflicts_with = "token")]
+    pub token_stdin: bool,
+
+    /// Skip TLS certificate verification (prints a warning naming the host)
+    #[arg(long, env = "IDPBUILDER_REGISTRY_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub insecure: bool,
+
+    /// Trust this PEM certificate authority in addition to the system roots
+    #[arg(long, env = "IDPBUILDER_REGISTRY_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Destination REPOSITORY[:TAG] below the registry, instead of the derived name
+    #[arg(long, value_name = "REPOSITORY[:TAG]")]
+    pub to: Option<String>,
+
+    /// Platform to push from a multi-platform image: os/arch[/variant]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// gzip compression level for layers (1 fastest .. 12 smallest)
+    #[arg(long, value_name = "1-12", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=12))]
+    pub compression_level: u32,
+
+    /// Threads compressing layers (default: number of cores)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub compression_threads: Option<u16>,
+
+    /// Do not read or write the local layer cache
+    #[arg(long, env = "IDPBUILDER_PUSH_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_cache: bool,
+
+    /// Print only the pushed reference and errors
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Log level on stderr
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Whether --password came from argv (visible in `ps`), not the env var.
+    #[arg(skip)]
+    pub password_from_command_line: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-idpbuilder",
+    bin_name = "kubectl idpbuilder",
+    version,
+    about = "Work with an idpbuilder cluster from kubectl",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct PluginCli {
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Push a local image to the cluster's Gitea registry (or any OCI registry)
+    #[command(after_help = AFTER_HELP)]
+    Push(Box<PushArgs>),
+    /// Print version information
+    Version,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Push a local Docker or Podman image to an idpbuilder cluster's registry or any OCI registry",
+    after_help = AFTER_HELP
+)]
+struct PushCli {
+    #[command(flatten)]
+    args: Box<PushArgs>,
+}
+
+/// Parses argv according to the name the program was invoked under.
+pub fn parse<I, T>(invocation: Invocation, argv: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    match invocation {
+        Invocation::KubectlPlugin => {
+            let matches = PluginCli::command().try_get_matches_from(argv)?;
+            let cli = PluginCli::from_arg_matches(&matches)?;
+            Ok(match cli.command {
+                PluginCommand::Push(mut args) => {
+                    if let Some(("push", push_matches)) = matches.subcommand() {
+                        args.password_from_command_line =
+                            from_command_line(push_matches, "password");
+                    }
+                    Command::Push(args)
+                }
+                PluginCommand::Version => Command::Version,
+            })
+        }
+        Invocation::Standalone | Invocation::KubectlPush => {
+            let name = invocation.display_name();
+            let matches = PushCli::command()
+                .name(name)
+                .bin_name(name)
+                .try_get_matches_from(argv)?;
+            let mut cli = PushCli::from_arg_matches(&matches)?;
+            cli.args.password_from_command_line = from_command_line(&matches, "password");
+            Ok(Command::Push(cli.args))
+        }
+    }
+}
+
+fn from_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn argv0_decides_the_grammar() {
+        let cases = [
+            ("idpbuilder-push", Invocation::Standalone),
+            ("/usr/local/bin/idpbuilder-push", Invocation::Standalone),
+            ("kubectl-idpbuilder-push", Invocation::KubectlPush),
+            (
+                "/home/u/.krew/bin/kubectl-idpbuilder",
+                Invocation::KubectlPlugin,
+            ),
+            ("kubectl-idpbuilder.exe", Invocation::KubectlPlugin),
+        ];
+        for (argv0, expected) in cases {
+            assert_eq!(Invocation::from_argv0(argv0), expected, "{argv0}");
+        }
+    }
+
+    #[test]
+    fn standalone_takes_push_arguments_directly_even_an_image_named_push() {
+        let command = parse(Invocation::Standalone, ["idpbuilder-push", "push"]).unwrap();
+        match command {
+            Command::Push(args) => assert_eq!(args.image, "push"),
+            Command::Version => panic!("expected push"),
+        }
+    }
+
+    #[test]
+    fn plugin_name_has_push_and_version_subcommands() {
+        let command = parse(
+            Invocation::KubectlPlugin,
+            ["kubectl-idpbuilder", "push", "-r", "http://h:5000", "myapp"],
+        )
+        .unwrap();
+        match command {
+            Command::Push(args) => {
+                assert_eq!(args.image, "myapp");
+                assert_eq!(args.registry.as_deref(), Some("http://h:5000"));
+            }
+            Command::Version => panic!("expected push"),
+        }
+        let command = parse(Invocation::KubectlPlugin, ["kubectl-idpbuilder", "version"]).unwrap();
+        assert!(matches!(command, Command::Version));
+    }
+
+    #[test]
+    fn secrets_parse_into_secret_strings() {
+        let command = parse(
+            Invocation::Standalone,
+            ["idpbuilder-push", "-p", "hunter2", "myapp"],
+        )
+        .unwrap();
+        let Command::Push(args) = command else {
+            panic!("expected push")
+        };
+        assert_eq!(args.password.unwrap().expose_secret(), "hunter2");
+    }
+
+    #[test]
+    fn out_of_range_compression_level_is_a_usage_error() {
+        let error = parse(
+            Invocation::Standalone,
+            ["idpbuilder-push", "--compression-level", "13", "myapp"],
+        )
+        .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+}

@@ -1,0 +1,205 @@
+//! The local image source: finds the Docker or Podman API endpoint, inspects
+//! the image and streams its `docker save` export.
+
+pub mod endpoint;
+
+use std::time::Duration;
+
+use bollard::Docker;
+use futures_util::{Stream, TryStreamExt};
+
+pub use endpoint::{Endpoint, EndpointError, ResolvedEndpoint};
+
+/// What the daemon says about an image, reduced to what a push needs.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The name the daemon found it under (Podman: `localhost/NAME`).
+    pub name: String,
+    /// `sha256:` image ID. Classic store: the config digest. containerd store:
+    /// the digest of the image index or manifest.
+    pub id: String,
+    /// Layer diffIDs, bottom first.
+    pub diff_ids: Vec<String>,
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+    /// The image's OCI descriptor (containerd store, Docker >= 25).
+    pub descriptor: Option<DescriptorInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DescriptorInfo {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot reach the container daemon at {endpoint} (from {source_name})")]
+    Unreachable {
+        endpoint: String,
+        source_name: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "the daemon endpoint {endpoint} needs TLS (DOCKER_TLS_VERIFY), which is not supported"
+    )]
+    TlsEndpoint { endpoint: String },
+    #[error(
+        "image {image:?} not found in the container daemon at {endpoint} (looked up as {tried})"
+    )]
+    ImageNotFound {
+        image: String,
+        endpoint: String,
+        tried: String,
+    },
+    #[error("the container daemon failed to {action}")]
+    Api {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl DaemonError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DaemonError::Endpoint(error) => error.hint(),
+            DaemonError::Unreachable { .. } => Some(
+                "start Docker or Podman (Podman: `systemctl --user start podman.socket`), or point DOCKER_HOST at a running daemon".to_owned(),
+            ),
+            DaemonError::ImageNotFound { .. } => Some(
+                "build or tag the image first (`docker build -t NAME .`) and check the name with `docker images`".to_owned(),
+            ),
+            DaemonError::TlsEndpoint { .. } => Some(
+                "reach the daemon through its unix socket, or an SSH tunnel to it, and set DOCKER_HOST=unix://PATH".to_owned(),
+            ),
+            DaemonError::Api { .. } => None,
+        }
+    }
+
+    /// Exit code 2 covers "image not found" and "daemon not reachable".
+    pub fn is_not_found_or_unreachable(&self) -> bool {
+        !matches!(
+            self,
+            DaemonError::Api { .. } | DaemonError::TlsEndpoint { .. }
+        )
+    }
+}
+
+/// A connection to the local daemon.
+pub struct Daemon {
+    docker: Docker,
+    resolved: ResolvedEndpoint,
+}
+
+/// bollard counts its request timeout to the first response byte; the classic
+/// store stages a whole export on disk before sending it, so exports get long.
+const API_TIMEOUT_SECONDS: u64 = 120;
+const EXPORT_TIMEOUT_SECONDS: u64 = 3600;
+
+impl Daemon {
+    /// Resolves the endpoint like the docker CLI, connects and negotiates the API
+    /// version (bollard pins a recent one that older daemons refuse).
+    pub async fn connect() -> Result<Daemon, DaemonError> {
+        let resolved = endpoint::resolve(&endpoint::SystemEnvironment)?;
+        tracing::debug!(
+            "container daemon: {} (from {})",
+            resolved.endpoint,
+            resolved.source
+        );
+        let unreachable = |source| DaemonError::Unreachable {
+            endpoint: resolved.endpoint.to_string(),
+            source_name: resolved.source.to_string(),
+            source,
+        };
+        let docker = match &resolved.endpoint {
+            Endpoint::Unix(path) => Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                API_TIMEOUT_SECONDS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Endpoint::Tcp { host, tls: false } => Docker::connect_with_http(
+                &format!("http://{host}"),
+                API_TIMEOUT_SECONDS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Endpoint::Tcp { tls: true, .. } => {
+                return Err(DaemonError::TlsEndpoint {
+                    endpoint: resolved.endpoint.to_string(),
+                })
+            }
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        Ok(Daemon { docker, resolved })
+    }
+
+    pub fn endpoint(&self) -> &ResolvedEndpoint {
+        &self.resolved
+    }
+
+    /// Inspects the first of `candidates` the daemon knows.
+    pub async fn inspect(
+        &self,
+        image: &str,
+        candidates: &[String],
+    ) -> Result<ImageInfo, DaemonError> {
+        for candidate in candidates {
+            match self.docker.inspect_image(candidate).await {
+                Ok(inspect) => return Ok(image_info(candidate, inspect)),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    tracing::debug!("daemon has no image {candidate:?}");
+                }
+                Err(source) => {
+                    return Err(DaemonError::Api {
+                        action: format!("inspect image {candidate:?}"),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(DaemonError::ImageNotFound {
+            image: image.to_owned(),
+            endpoint: self.resolved.endpoint.to_string(),
+            tried: candidates.join(", "),
+        })
+    }
+
+    /// Streams `docker save NAME` as raw tar bytes.
+    pub fn export(
+        &self,
+        name: &str,
+    ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+        let mut docker = self.docker.clone();
+        docker.set_timeout(Duration::from_secs(EXPORT_TIMEOUT_SECONDS));
+        docker.export_image(name).map_err(std::io::Error::other)
+    }
+}
+
+fn image_info(name: &str, inspect: bollard::models::ImageInspect) -> ImageInfo {
+    ImageInfo {
+        name: name.to_owned(),
+        id: inspect.id.unwrap_or_default(),
+        diff_ids: inspect
+            .root_fs
+            .and_then(|root_fs| root_fs.layers)
+            .unwrap_or_default(),
+        os: inspect.os.unwrap_or_else(|| "linux".to_owned()),
+        architecture: inspect.architecture.unwrap_or_else(|| "amd64".to_owned()),
+        variant: inspect.variant.filter(|variant| !variant.is_empty()),
+        descriptor: inspect.descriptor.and_then(|descriptor| {
+            Some(DescriptorInfo {
+                media_type: descriptor.media_type?,
+                digest: descriptor.digest?,
+                size: u64::try_from(descriptor.size?).ok()?,
+            })
+        }),
+    }
+}

@@ -1,0 +1,437 @@
+//! Reading a `docker save` stream on the fly, in one pass, without spooling it.
+//!
+//! Three layouts exist (shared/notes/crates.md): Docker < 25 and Podman
+//! (`<id>/layer.tar`, `<config>.json`, Podman also `<diffid>.tar`), Docker >= 25
+//! with the classic store (OCI layout, `blobs/sha256/<diffID>` uncompressed) and
+//! the containerd store (`blobs/sha256/<digest>` as stored, usually gzip). Blobs
+//! come before `manifest.json`/`index.json`, so entries are recognised by name
+//! and content as they pass, using what the daemon's inspect said.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Cursor, Read};
+
+use sha2::{Digest, Sha256};
+
+use crate::compress::{self, BlockCompressor, CompressError, BLOCK_SIZE};
+use crate::daemon::ImageInfo;
+use crate::manifest::{self, Document};
+
+/// Largest JSON document (config, manifest, index) kept in memory.
+const MAX_DOCUMENT: u64 = 8 << 20;
+
+/// Where compressed bytes go: implemented by the push over the registry.
+pub trait BlobUploads {
+    /// Whether the registry already holds a blob (for blobs named by digest).
+    fn has_blob(&mut self, digest: &str) -> bool;
+    /// Opens a streamed upload of one blob.
+    fn open(&mut self, label: &str) -> Box<dyn BlobWriter>;
+}
+
+pub trait BlobWriter {
+    /// Err when the upload has stopped (its error is reported by the uploader).
+    fn write(&mut self, chunk: Vec<u8>) -> Result<(), CompressError>;
+    /// All bytes are written: close the upload under this digest.
+    fn finish(self: Box<Self>, digest: String, size: u64);
+}
+
+/// What the walk should do, decided before the export started.
+pub struct ExportPlan {
+    pub image: ImageInfo,
+    /// diffID -> uncompressed size, for layers whose blobs the registry has.
+    pub present: HashMap<String, u64>,
+    /// Whether a legacy `layer.tar` whose size equals a present layer's may be
+    /// hashed instead of compressed (its name does not say which layer it is).
+    pub match_sizes: bool,
+    /// Digests of compressed blobs to upload, once the platform's manifest is
+    /// known; `None` uploads every compressed blob seen before it is known.
+    pub platform: Option<manifest::Platform>,
+}
+
+/// A layer compressed and uploaded during the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedLayer {
+    pub digest: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+}
+
+/// Everything the walk learnt.
+#[derive(Debug, Default)]
+pub struct ExportResult {
+    /// The config bytes, when the config digest is the image ID (classic store).
+    pub config: Option<Vec<u8>>,
+    /// diffID -> the blob we compressed and uploaded.
+    pub layers: HashMap<String, UploadedLayer>,
+    /// diffIDs seen and only hashed, because the registry has them.
+    pub skipped: HashSet<String>,
+    /// Blobs passed through as stored (containerd store): digest -> size.
+    pub passed_through: HashMap<String, u64>,
+    /// Small JSON blobs by digest (manifests, indexes, configs).
+    pub documents: HashMap<String, Vec<u8>>,
+    /// `layer.tar` entries hashed on a size match that turned out not to be a
+    /// present layer: a second pass without size matching must compress them.
+    pub missed: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the image export from the daemon failed")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Compress(#[from] CompressError),
+    #[error("the image export is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+enum EntryKind {
+    /// `blobs/sha256/<hex>`
+    Blob(String),
+    /// `<hex>.json` at the root (legacy config)
+    LegacyConfig(String),
+    /// `<hex>.tar` at the root (Podman names layers by diffID)
+    NamedLayer(String),
+    /// `<v1 id>/layer.tar` (legacy; which layer it is shows only once hashed)
+    LegacyLayer,
+    Ignored,
+}
+
+fn is_sha256_hex(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn classify(path: &str) -> EntryKind {
+    let path = path.trim_start_matches("./");
+    if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+        if is_sha256_hex(hex) {
+            return EntryKind::Blob(format!("sha256:{hex}"));
+        }
+    }
+    if !path.contains('/') {
+        if let Some(hex) = path.strip_suffix(".json").filter(|hex| is_sha256_hex(hex)) {
+            return EntryKind::LegacyConfig(format!("sha256:{hex}"));
+        }
+        if let Some(hex) = path.strip_suffix(".tar").filter(|hex| is_sha256_hex(hex)) {
+            return EntryKind::NamedLayer(format!("sha256:{hex}"));
+        }
+    }
+    if path.ends_with("/layer.tar") {
+        return EntryKind::LegacyLayer;
+    }
+    EntryKind::Ignored
+}
+
+/// Walks the export once, compressing and uploading what the plan needs.
+pub fn walk(
+    reader: impl Read,
+    plan: &ExportPlan,
+    pool: &BlockCompressor,
+    uploads: &mut dyn BlobUploads,
+) -> Result<ExportResult, ExportError> {
+    let diff_ids: HashSet<&str> = plan.image.diff_ids.iter().map(String::as_str).collect();
+    let mut walker = Walker {
+        plan,
+        pool,
+        uploads,
+        diff_ids,
+        result: ExportResult::default(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(ExportError::Read)? {
+        let mut entry = entry.map_err(ExportError::Read)?;
+        if !entry.header().entry_type().is_file() {
+            // Docker links duplicate layers to their first copy: nothing to read.
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(ExportError::Read)?
+            .to_string_lossy()
+            .into_owned();
+        let size = entry.size();
+        walker.entry(classify(&path), &path, size, &mut entry)?;
+    }
+    Ok(walker.result)
+}
+
+struct Walker<'a, 'b> {
+    plan: &'a ExportPlan,
+    pool: &'a BlockCompressor,
+    uploads: &'b mut dyn BlobUploads,
+    diff_ids: HashSet<&'a str>,
+    result: ExportResult,
+}
+
+impl Walker<'_, '_> {
+    fn entry(
+        &mut self,
+        kind: EntryKind,
+        path: &str,
+        size: u64,
+        entry: &mut dyn Read,
+    ) -> Result<(), ExportError> {
+        match kind {
+            EntryKind::Blob(digest) | EntryKind::LegacyConfig(digest)
+                if digest == self.plan.image.id =>
+            {
+                self.result.config = Some(read_document(entry, path)?);
+            }
+            EntryKind::Blob(digest) | EntryKind::NamedLayer(digest)
+                if self.diff_ids.contains(digest.as_str()) =>
+            {
+                if self.plan.present.contains_key(&digest) {
+                    self.result.skipped.insert(digest);
+                } else {
+                    self.compress(entry, Some(&digest), path)?;
+                }
+            }
+            EntryKind::Blob(digest) => self.other_blob(digest, entry, path)?,
+            EntryKind::LegacyLayer => self.legacy_layer(entry, size, path)?,
+            EntryKind::LegacyConfig(_) | EntryKind::NamedLayer(_) | EntryKind::Ignored => {}
+        }
+        Ok(())
+    }
+
+    /// A legacy `layer.tar` does not say which layer it is. When its size is
+    /// that of a layer the registry already has, hash it instead of compressing
+    /// it; a wrong guess is recorded in `missed` for a second pass.
+    fn legacy_layer(
+        &mut self,
+        entry: &mut dyn Read,
+        size: u64,
+        path: &str,
+    ) -> Result<(), ExportError> {
+        let may_be_present = self.plan.match_sizes
+            && self.plan.present.iter().any(|(diff_id, present_size)| {
+                *present_size == size && !self.result.skipped.contains(diff_id)
+            });
+        if !may_be_present {
+            return self.compress(entry, None, path);
+        }
+        let (diff_id, _) = compress::hash_layer(entry).map_err(ExportError::Read)?;
+        if self.plan.present.contains_key(&diff_id) {
+            self.result.skipped.insert(diff_id);
+        } else {
+            self.result.missed.push(diff_id);
+        }
+        Ok(())
+    }
+
+    fn compress(
+        &mut self,
+        entry: &mut dyn Read,
+        expected: Option<&str>,
+        path: &str,
+    ) -> Result<(), ExportError> {
+        let label = expected.unwrap_or(path);
+        let mut writer = self.uploads.open(label);
+        let layer = compress::compress_layer(self.pool, entry, |chunk| writer.write(chunk))?;
+        if let Some(expected) = expected {
+            if layer.diff_id != expected {
+                return Err(ExportError::Corrupt(format!(
+                    "{path} hashes to {} instead of {expected}",
+                    layer.diff_id
+                )));
+            }
+        }
+        writer.finish(layer.digest.clone(), layer.size);
+        self.result.layers.insert(
+            layer.diff_id,
+            UploadedLayer {
+                digest: layer.digest,
+                size: layer.size,
+                uncompressed_size: layer.uncompressed_size,
+            },
+        );
+        Ok(())
+    }
+
+    /// A blob that is neither the classic config nor an uncompressed layer:
+    /// a JSON document, or a layer stored compressed (containerd store).
+    fn other_blob(
+        &mut self,
+        digest: String,
+        entry: &mut dyn Read,
+        path: &str,
+    ) -> Result<(), ExportError> {
+        let mut first = Vec::with_capacity(BLOCK_SIZE);
+        entry
+            .take(BLOCK_SIZE as u64)
+            .read_to_end(&mut first)
+            .map_err(ExportError::Read)?;
+        if first.first() == Some(&b'{') {
+            let mut document = first;
+            entry
+                .take(MAX_DOCUMENT.saturating_sub(document.len() as u64) + 1)
+                .read_to_end(&mut document)
+                .map_err(ExportError::Read)?;
+            if document.len() as u64 <= MAX_DOCUMENT {
+                self.result.documents.insert(digest, document);
+            }
+            return Ok(());
+        }
+        if !is_compressed(&first) || !self.wanted(&digest) {
+            return Ok(());
+        }
+        if self.uploads.has_blob(&digest) {
+            self.result.passed_through.insert(digest, 0);
+            return Ok(());
+        }
+        let mut reader = Cursor::new(first).chain(entry);
+        let size = self.pass_through(&digest, &mut reader, path)?;
+        self.result.passed_through.insert(digest, size);
+        Ok(())
+    }
+
+    /// Whether a compressed blob belongs to the chosen platform, as far as the
+    /// documents seen so far tell (unknown: upload it, to be safe).
+    fn wanted(&self, digest: &str) -> bool {
+        match target_manifest(self.plan, &self.result.documents) {
+            Some((_, Document::Manifest { config, layers, .. })) => {
+                config.digest == digest || layers.iter().any(|layer| layer.digest == digest)
+            }
+            _ => true,
+        }
+    }
+
+    /// Uploads an already-compressed blob as it is, checking its digest.
+    fn pass_through(
+        &mut self,
+        digest: &str,
+        reader: &mut dyn Read,
+        path: &str,
+    ) -> Result<u64, ExportError> {
+        let mut writer = self.uploads.open(digest);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let mut block = Vec::with_capacity(BLOCK_SIZE);
+            reader
+                .take(BLOCK_SIZE as u64)
+                .read_to_end(&mut block)
+                .map_err(ExportError::Read)?;
+            if block.is_empty() {
+                break;
+            }
+            hasher.update(&block);
+            size += block.len() as u64;
+            writer.write(block)?;
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != digest {
+            return Err(ExportError::Corrupt(format!("{path} hashes to {actual}")));
+        }
+        writer.finish(actual, size);
+        Ok(size)
+    }
+}
+
+fn is_compressed(first: &[u8]) -> bool {
+    first.starts_with(&[0x1f, 0x8b]) || first.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+}
+
+fn read_document(entry: &mut dyn Read, path: &str) -> Result<Vec<u8>, ExportError> {
+    let mut bytes = Vec::new();
+    entry
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ExportError::Read)?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(ExportError::Corrupt(format!(
+            "{path} is larger than {MAX_DOCUMENT} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The manifest of the image (for the chosen platform) among `documents`,
+/// starting from the descriptor the daemon reported.
+pub fn target_manifest(
+    plan: &ExportPlan,
+    documents: &HashMap<String, Vec<u8>>,
+) -> Option<(String, Document)> {
+    let root = plan.image.descriptor.as_ref()?.digest.clone();
+    let mut digest = root;
+    // An index may point at another index (rare); two levels are plenty.
+    for _ in 0..3 {
+        let document = manifest::read_document(&digest, documents.get(&digest)?).ok()?;
+        match document {
+            Document::Index(entries) => {
+                let platform = plan
+                    .platform
+                    .clone()
+                    .unwrap_or_else(|| native_platform(&plan.image));
+                digest = manifest::select_platform(&entries, &platform)
+                    .ok()?
+                    .digest
+                    .clone();
+            }
+            Document::Manifest { .. } => return Some((digest, document)),
+            Document::Other => return None,
+        }
+    }
+    None
+}
+
+/// The platform the daemon reports for the image (its own, for multi-platform).
+pub fn native_platform(image: &ImageInfo) -> manifest::Platform {
+    manifest::Platform {
+        os: image.os.clone(),
+        architecture: image.architecture.clone(),
+        variant: image.variant.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_every_layout_entry() {
+        let hex = "a".repeat(64);
+        assert!(
+            matches!(classify(&format!("blobs/sha256/{hex}")), EntryKind::Blob(d) if d == format!("sha256:{hex}"))
+        );
+        assert!(matches!(
+            classify(&format!("{hex}.json")),
+            EntryKind::LegacyConfig(_)
+        ));
+        assert!(matches!(
+            classify(&format!("{hex}.tar")),
+            EntryKind::NamedLayer(_)
+        ));
+        assert!(matches!(
+            classify(&format!("{hex}/layer.tar")),
+            EntryKind::LegacyLayer
+        ));
+        assert!(matches!(
+            classify(&format!("./{hex}/layer.tar")),
+            EntryKind::LegacyLayer
+        ));
+        for ignored in [
+            "manifest.json",
+            "index.json",
+            "oci-layout",
+            "repositories",
+            "blobs/sha256/short",
+            &format!("{hex}/json"),
+            &format!("{hex}/VERSION"),
+        ] {
+            assert!(matches!(classify(ignored), EntryKind::Ignored), "{ignored}");
+        }
+        assert!(matches!(
+            classify(&format!("{}.json", "A".repeat(64))),
+            EntryKind::Ignored
+        ));
+    }
+
+    #[test]
+    fn detects_compression_magic() {
+        assert!(is_compressed(&[0x1f, 0x8b, 8, 0]));
+        assert!(is_compressed(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
+        assert!(!is_compressed(b"ustar"));
+        assert!(!is_compressed(&[]));
+    }
+}
