@@ -176,7 +176,11 @@ impl Walker<'_, '_> {
             EntryKind::Blob(digest) | EntryKind::LegacyConfig(digest)
                 if digest == self.plan.image.id =>
             {
-                self.result.config = Some(read_document(entry, path)?);
+                // Classic store: the image ID is the config digest. containerd
+                // store: it is the index digest, needed as a document.
+                let bytes = read_document(entry, path)?;
+                self.result.documents.insert(digest, bytes.clone());
+                self.result.config = Some(bytes);
             }
             EntryKind::Blob(digest) | EntryKind::NamedLayer(digest)
                 if self.diff_ids.contains(digest.as_str()) =>

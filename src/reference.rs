@@ -366,9 +366,8 @@ impl LocalReference {
 
     /// The last path component: "myapp" for "ghcr.io/org/myapp:1".
     pub fn name(&self) -> &str {
-        self.path
-            .rsplit_once('/')
-            .map_or(self.path.as_str(), |(_, last)| last)
+        let path = self.path();
+        path.rsplit_once('/').map_or(path, |(_, last)| last)
     }
 
     pub fn tag(&self) -> Option<&str> {
@@ -385,7 +384,7 @@ impl LocalReference {
     /// ":latest" when neither tag nor digest was given.
     pub fn daemon_candidates(&self) -> Vec<String> {
         let as_written = self.to_string();
-        match self.registry {
+        match self.registry() {
             Some(_) => vec![as_written],
             None => {
                 let podman_local = format!("{PODMAN_LOCAL_DOMAIN}/{as_written}");
@@ -510,8 +509,9 @@ pub struct DestinationRequest<'a> {
     pub explicit: Option<&'a str>,
 }
 
-/// Decides the destination of `local`: `--to` when given, else `<namespace>/<image name>`
-/// with the namespace taken from the --registry path, else from the username.
+/// Decides the destination of `local`: `--to` when given (taken as the whole repository,
+/// so the --registry path and username are not used), else `<namespace>/<image name>` with
+/// the namespace from the --registry path, else from the lowercased username, else none.
 pub fn destination(
     local: &LocalReference,
     request: &DestinationRequest,

@@ -1,0 +1,152 @@
+//! Authentication: basic auth over TLS with a private CA, a bearer-token
+//! registry, and wrong credentials failing fast.
+
+use crate::support::{docker_build, noise, services, skopeo_inspect, unique, Push, TempDir};
+
+fn build(name: &str) -> String {
+    let tag = format!("{name}:v1");
+    docker_build(&tag, &[vec![("data".to_owned(), noise(7, 50_000))]]);
+    tag
+}
+
+/// skopeo trusts a CA from a directory holding `*.crt`.
+fn cert_dir() -> TempDir {
+    let directory = TempDir::new("certs");
+    std::fs::copy(&services().ca_file, directory.path().join("ca.crt")).unwrap();
+    directory
+}
+
+#[test]
+fn basic_auth_over_tls_with_a_private_ca() {
+    let services = services();
+    let name = unique("tls");
+    let tag = build(&name);
+    let run = Push::new()
+        .args(["--registry", &format!("https://{}", services.tls)])
+        .args(["--username", &services.tls_user, "--password-stdin"])
+        .args(["--ca-file", &services.ca_file.to_string_lossy(), &tag])
+        .stdin(format!("{}\n", services.tls_password).as_bytes())
+        .run();
+    run.success();
+    let (reference, digest) = run.pinned();
+    let namespace = services.tls_user.to_lowercase();
+    assert_eq!(reference, format!("{}/{namespace}/{name}:v1", services.tls));
+    let certs = cert_dir();
+    let creds = format!("{}:{}", services.tls_user, services.tls_password);
+    let inspected = skopeo_inspect(
+        &reference,
+        &[
+            "--creds",
+            &creds,
+            "--cert-dir",
+            &certs.path().to_string_lossy(),
+        ],
+    );
+    assert_eq!(inspected["Digest"], digest.as_str());
+}
+
+#[test]
+fn tls_without_the_ca_fails_with_a_hint_to_pass_it() {
+    let services = services();
+    let tag = build(&unique("untrusted"));
+    Push::new()
+        .args(["--registry", &format!("https://{}", services.tls), &tag])
+        .args(["-u", &services.tls_user])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &services.tls_password)
+        .run()
+        .failure(1)
+        .stderr_contains("hint:")
+        .stderr_contains("--ca-file");
+}
+
+#[test]
+fn insecure_skips_verification_and_says_so() {
+    let services = services();
+    let tag = build(&unique("insecure"));
+    Push::new()
+        .args([
+            "--registry",
+            &format!("https://{}", services.tls),
+            "--insecure",
+            &tag,
+        ])
+        .args(["-u", &services.tls_user])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &services.tls_password)
+        .run()
+        .success()
+        .stderr_contains(&format!(
+            "TLS certificates of {} are not verified",
+            services.tls
+        ));
+}
+
+#[test]
+fn wrong_password_fails_once_with_an_auth_message() {
+    let services = services();
+    let tag = build(&unique("wrongpw"));
+    let run = Push::new()
+        .args([
+            "--registry",
+            &format!("https://{}", services.tls),
+            "--ca-file",
+        ])
+        .arg(&services.ca_file)
+        .args(["-u", &services.tls_user, &tag])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", "definitely-wrong")
+        .run();
+    run.failure(1)
+        .stderr_contains("rejected")
+        .stderr_contains(&services.tls_user);
+    assert!(
+        !run.stderr.contains("definitely-wrong"),
+        "the password is never printed"
+    );
+}
+
+#[test]
+fn bearer_token_registry_with_username_and_password() {
+    let services = services();
+    let name = unique("token");
+    let tag = build(&name);
+    let before = services.issuer.requests();
+    let run = Push::new()
+        .args([
+            "--registry",
+            &format!("http://{}/team", services.token_registry),
+        ])
+        .args(["-u", &services.token_user])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &services.token_password)
+        .arg(&tag)
+        .run();
+    run.success();
+    assert!(
+        services.issuer.requests() > before,
+        "the token realm was used"
+    );
+    let (reference, digest) = run.pinned();
+    let creds = format!("{}:{}", services.token_user, services.token_password);
+    let inspected = skopeo_inspect(&reference, &["--tls-verify=false", "--creds", &creds]);
+    assert_eq!(inspected["Digest"], digest.as_str());
+}
+
+#[test]
+fn bearer_token_registry_with_a_wrong_password_asks_for_a_token_once() {
+    let services = services();
+    let tag = build(&unique("tokenbad"));
+    let failures_before = services.issuer.failed_auth();
+    Push::new()
+        .args([
+            "--registry",
+            &format!("http://{}/team", services.token_registry),
+        ])
+        .args(["-u", &services.token_user, &tag])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", "wrong-token-password")
+        .run()
+        .failure(1)
+        .stderr_contains("rejected");
+    assert_eq!(
+        services.issuer.failed_auth() - failures_before,
+        1,
+        "no retry storm"
+    );
+}

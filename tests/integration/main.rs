@@ -1,0 +1,11 @@
+//! Integration tests: the built binary against real services (a private
+//! dockerd, a Podman service, three registries, a token issuer). One test
+//! binary so the services and the token issuer are set up once.
+
+mod support;
+
+mod auth;
+mod errors;
+mod layouts;
+mod podman;
+mod push;
