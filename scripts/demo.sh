@@ -56,7 +56,9 @@ while (($#)); do
 	shift
 done
 
-command -v docker >/dev/null 2>&1 || die "the docker CLI is missing (apt-get install -y docker.io)"
+# shellcheck source=scripts/packages.sh
+source "$REPO_ROOT/scripts/packages.sh"
+ensure_packages
 command -v cargo >/dev/null 2>&1 || die "cargo is missing"
 
 services=()

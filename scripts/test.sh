@@ -16,44 +16,9 @@ cd "$REPO_ROOT"
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
-# Debian package => a command it provides. Checking commands (not dpkg) keeps
-# hosts that got a tool elsewhere (pyenv python3, a newer docker CLI) working.
-# docker.io pulls in containerd and runc.
-declare -A PKG_CMD=(
-	[docker.io]=dockerd
-	[containerd]=containerd
-	[docker-registry]=docker-registry
-	[podman]=podman
-	[skopeo]=skopeo
-	[apache2-utils]=htpasswd
-	[openssl]=openssl
-	[curl]=curl
-	[python3]=python3
-)
-
-ensure_packages() {
-	local missing=() pkg
-	for pkg in docker.io containerd docker-registry podman skopeo apache2-utils openssl curl python3; do
-		command -v "${PKG_CMD[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
-	done
-	# dockerd alone is not enough: we also drive it with the docker CLI.
-	if ! command -v docker >/dev/null 2>&1 && [[ " ${missing[*]} " != *" docker.io "* ]]; then
-		missing+=(docker.io)
-	fi
-	((${#missing[@]} == 0)) && return 0
-
-	if ((EUID != 0)); then
-		log "missing packages: ${missing[*]}; install them with:"
-		echo "sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-		exit 1
-	fi
-	log "installing missing packages: ${missing[*]}"
-	# noninteractive: no debconf prompts in CI. Recommends are kept on purpose
-	# (podman recommends e.g. uidmap/fuse-overlayfs that some setups need).
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update
-	apt-get install -y "${missing[@]}"
-}
+# Installs what is missing (as root), or says what to install.
+# shellcheck source=scripts/packages.sh
+source "$REPO_ROOT/scripts/packages.sh"
 
 ensure_rust() {
 	command -v cargo >/dev/null 2>&1 || {
