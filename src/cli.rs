@@ -147,6 +147,18 @@ pub struct PushArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub compression_threads: Option<u16>,
 
+    /// Largest request body of a blob upload, in MiB (stay below any proxy limit)
+    #[arg(long, value_name = "MiB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1023))]
+    pub chunk_size: u64,
+
+    /// Seconds to wait for a TCP/TLS connection
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+
+    /// Seconds a request may go without progress before it is retried
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+
     /// Do not read or write the local layer cache
     #[arg(long, env = "IDPBUILDER_PUSH_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_cache: bool,

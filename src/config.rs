@@ -100,8 +100,11 @@ pub fn from_args(
             repository: destination.repository().to_owned(),
             credentials,
             trust,
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            retry: retry_policy(),
+            chunk_size: args.chunk_size * 1024 * 1024,
+            on_retry: None,
         },
         image,
         destination,
@@ -115,6 +118,20 @@ pub fn from_args(
         quiet: args.quiet,
         warnings,
     })
+}
+
+/// The backoff base can be shortened for tests through a hidden variable, so
+/// the retry schedule is exercised without waiting for real seconds.
+fn retry_policy() -> crate::registry::RetryPolicy {
+    let mut policy = crate::registry::RetryPolicy::default();
+    if let Some(milliseconds) = std::env::var("IDPBUILDER_PUSH_RETRY_BASE_MS")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        policy.base = Duration::from_millis(milliseconds);
+        policy.cap = policy.base * 30;
+    }
+    policy
 }
 
 fn credentials(args: &PushArgs, stdin: &mut dyn Stdin) -> Result<Credentials, Error> {

@@ -528,7 +528,7 @@ impl BlobWriter for ChannelWriter {
 
 async fn upload_stream(
     registry: Arc<Registry>,
-    receiver: mpsc::Receiver<Bytes>,
+    mut receiver: mpsc::Receiver<Bytes>,
     finished: oneshot::Receiver<(String, u64)>,
     label: String,
     reporter: Arc<Reporter>,
@@ -538,28 +538,45 @@ async fn upload_stream(
         registry.host(),
         registry.repository()
     );
-    let location = registry.start_upload().await?;
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-        receiver,
-        |mut receiver| async move {
-            receiver
-                .recv()
-                .await
-                .map(|chunk| (Ok::<Bytes, std::io::Error>(chunk), receiver))
-        },
-    ));
-    let location = registry.patch_upload(&location, body, &action).await?;
+    let chunk_size = registry.chunk_size();
+    let mut session = registry.start_upload().await?;
+    // Gather compressed members into chunks of at most chunk_size; one chunk
+    // is held at a time so a failed PATCH can resume from the registry's offset.
+    let mut chunk = bytes::BytesMut::new();
+    loop {
+        let next = receiver.recv().await;
+        let at_end = next.is_none();
+        if let Some(bytes) = next {
+            let mut bytes = bytes;
+            while !bytes.is_empty() {
+                let room = chunk_size - chunk.len();
+                let taken = bytes.split_to(room.min(bytes.len()));
+                chunk.extend_from_slice(&taken);
+                if chunk.len() == chunk_size {
+                    registry
+                        .append(&mut session, chunk.split().freeze(), &action)
+                        .await?;
+                }
+            }
+        }
+        if at_end {
+            break;
+        }
+    }
+    if !chunk.is_empty() {
+        registry
+            .append(&mut session, chunk.split().freeze(), &action)
+            .await?;
+    }
     match finished.await {
         Ok((digest, size)) => {
-            registry
-                .finish_upload(&location, &digest, None, &action)
-                .await?;
+            registry.finish_upload(session, &digest, size).await?;
             reporter.layer_done(short_digest(&digest), LayerStatus::Pushed, size);
             Ok(())
         }
         Err(_) => {
             // The walk gave up on this blob; it reports why. Leave nothing open.
-            registry.cancel_upload(&location).await;
+            registry.cancel_upload(session).await;
             Ok(())
         }
     }

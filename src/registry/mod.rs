@@ -6,10 +6,15 @@
 //! manifest types are used (see `crate::manifest`); the wire protocol lives here.
 
 pub mod auth;
+pub mod error;
+pub mod retry;
 pub mod tls;
+mod trace;
+pub mod upload;
 
-use std::error::Error as _;
-use std::time::Duration;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -18,7 +23,21 @@ use tokio::sync::Mutex;
 use url::Url;
 
 pub use auth::{Challenge, Credentials};
+pub use error::{describe_error_body, display_url, RegistryError};
+use error::{error_chain_text, status_error};
+pub use retry::RetryPolicy;
 pub use tls::{TlsError, Trust};
+pub use upload::UploadSession;
+
+/// Told about every retry, so the user sees what failed and what happens next.
+#[derive(Clone)]
+pub struct RetryNotifier(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl fmt::Debug for RetryNotifier {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("RetryNotifier")
+    }
+}
 
 /// Everything needed to talk to one repository.
 #[derive(Debug, Clone)]
@@ -30,104 +49,13 @@ pub struct RegistryConfig {
     pub credentials: Credentials,
     pub trust: Trust,
     pub connect_timeout: Duration,
-    /// Longest silence while waiting for response bytes.
-    pub read_timeout: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("cannot reach the registry at {url}")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("the registry {registry} rejected {credentials} ({detail})")]
-    Unauthorized {
-        registry: String,
-        credentials: String,
-        detail: String,
-    },
-    #[error("{action} failed: {url} answered {status}{detail}")]
-    Status {
-        action: String,
-        url: String,
-        status: StatusCode,
-        detail: String,
-    },
-    #[error("{action} failed ({url})")]
-    Request {
-        action: String,
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{action}: {detail}")]
-    Protocol { action: String, detail: String },
-}
-
-impl RegistryError {
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            RegistryError::Unreachable { source, .. } | RegistryError::Request { source, .. } => {
-                let chain = error_chain_text(source);
-                if chain.contains("certificate") || chain.contains("UnknownIssuer") {
-                    Some("the registry's TLS certificate is not trusted: pass its CA with --ca-file PATH (or --insecure to skip verification)".to_owned())
-                } else if source.is_connect() {
-                    Some("check that the registry is running and that --registry names the right host, port and scheme (http:// or https://)".to_owned())
-                } else if source.is_timeout() {
-                    Some("the registry did not answer in time; check the network path to it".to_owned())
-                } else {
-                    None
-                }
-            }
-            RegistryError::Unauthorized { .. } => Some(
-                "check --username and --password (or --token); an idpbuilder cluster's admin password is in Secret gitea/gitea-credential".to_owned(),
-            ),
-            RegistryError::Tls(error) => error.hint(),
-            RegistryError::Status { status, detail, .. } => {
-                if *status == StatusCode::PAYLOAD_TOO_LARGE {
-                    Some("the registry or a proxy in front of it refused the request size; ingress-nginx in idpbuilder limits bodies to 1024 MiB".to_owned())
-                } else if *status == StatusCode::NOT_FOUND && detail.contains("NAME_UNKNOWN") {
-                    Some("the repository's namespace must exist and be lowercase (Gitea: the owner, e.g. giteaadmin)".to_owned())
-                } else if *status == StatusCode::FORBIDDEN || detail.contains("DENIED") {
-                    Some("the user may not push to this repository; check the namespace (--to, or the path of --registry)".to_owned())
-                } else {
-                    None
-                }
-            }
-            RegistryError::Protocol { .. } => None,
-        }
-    }
-
-    /// True when the registry rejected the credentials (exit code mapping, tests).
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(self, RegistryError::Unauthorized { .. })
-    }
-}
-
-fn error_chain_text(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// A URL as it may appear in messages: no userinfo, no query (upload `_state`
-/// parameters are opaque server state and may carry tokens).
-pub fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
+    /// Longest silence while waiting for response bytes, and the allowance
+    /// for a request body to make progress.
+    pub idle_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Bytes per PATCH request of a blob upload.
+    pub chunk_size: u64,
+    pub on_retry: Option<RetryNotifier>,
 }
 
 /// How requests are currently authorised, learnt from the registry's challenge.
@@ -142,6 +70,16 @@ pub struct Registry {
     http: reqwest::Client,
     config: RegistryConfig,
     session: Mutex<Session>,
+    /// Upload sessions opened and not yet closed, cancelled on interruption.
+    open_uploads: std::sync::Mutex<Vec<Url>>,
+}
+
+/// Whether a request may be retried after a transient failure: only when
+/// sending it twice does no harm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    Safe,
+    Never,
 }
 
 impl Registry {
@@ -153,6 +91,7 @@ impl Registry {
             http,
             config,
             session: Mutex::new(Session::Anonymous),
+            open_uploads: std::sync::Mutex::new(Vec::new()),
         };
         registry.authenticate(None).await?;
         Ok(registry)
@@ -160,6 +99,13 @@ impl Registry {
 
     pub fn repository(&self) -> &str {
         &self.config.repository
+    }
+
+    /// Bytes per PATCH request.
+    pub fn chunk_size(&self) -> usize {
+        usize::try_from(self.config.chunk_size)
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 
     /// `host[:port]` as it appears in references.
@@ -202,12 +148,18 @@ impl Registry {
     /// `GET /v2/`: `None` when no authentication is needed.
     async fn probe(&self) -> Result<Option<Challenge>, RegistryError> {
         let url = self.url("/v2/");
-        let response = self.http.get(url.clone()).send().await.map_err(|source| {
-            RegistryError::Unreachable {
-                url: display_url(&url),
-                source,
-            }
-        })?;
+        let action = "checking the registry API (/v2/)";
+        let response = self
+            .execute(action, Method::GET, &url, Replay::Safe, false, |request| {
+                request
+            })
+            .await
+            .map_err(|error| match error {
+                RegistryError::Request { url, source, .. } => {
+                    RegistryError::Unreachable { url, source }
+                }
+                other => other,
+            })?;
         match response.status() {
             StatusCode::UNAUTHORIZED => Ok(Some(challenge_of(&response).ok_or_else(|| {
                 self.unauthorized(
@@ -215,7 +167,7 @@ impl Registry {
                 )
             })?)),
             status if status.is_success() => Ok(None),
-            _ => Err(status_error("checking the registry API (/v2/)", response).await),
+            _ => Err(status_error(action, response).await),
         }
     }
 
@@ -224,13 +176,14 @@ impl Registry {
         let Challenge::Bearer { realm, service, .. } = challenge else {
             unreachable!("fetch_token is only called for bearer challenges")
         };
+        let action = "requesting a registry token";
         let mut url = Url::parse(realm).map_err(|error| RegistryError::Protocol {
-            action: "reading the registry's auth challenge".into(),
+            action: action.into(),
             detail: format!("token realm {realm:?} is not a URL: {error}"),
         })?;
-        if self.config.base_url.scheme() == "https" && url.scheme() == "http" {
+        if self.config.base_url.scheme() == "https" && url.scheme() != "https" {
             return Err(RegistryError::Protocol {
-                action: "reading the registry's auth challenge".into(),
+                action: action.into(),
                 detail: format!(
                     "refusing to send credentials to the plain-HTTP token realm {}",
                     display_url(&url)
@@ -242,23 +195,20 @@ impl Registry {
             if let Some(service) = service {
                 query.append_pair("service", service);
             }
-            query.append_pair(
-                "scope",
-                &format!("repository:{}:pull,push", self.config.repository),
-            );
+            let scope = format!("repository:{}:pull,push", self.config.repository);
+            query.append_pair("scope", &scope);
         }
-        let mut request = self.http.get(url.clone());
-        if let Credentials::Basic { username, password } = &self.config.credentials {
-            request = request.basic_auth(username, Some(password.expose_secret()));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Request {
-                action: "requesting a registry token".into(),
-                url: display_url(&url),
-                source,
-            })?;
+        let credentials = self.config.credentials.clone();
+        let response =
+            self.execute(action, Method::GET, &url, Replay::Safe, false, |request| {
+                match &credentials {
+                    Credentials::Basic { username, password } => {
+                        request.basic_auth(username, Some(password.expose_secret()))
+                    }
+                    _ => request,
+                }
+            })
+            .await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(self.unauthorized(&format!(
@@ -269,7 +219,7 @@ impl Registry {
         if !status.is_success() {
             // The body of a token endpoint may echo secrets: never shown.
             return Err(RegistryError::Status {
-                action: "requesting a registry token".into(),
+                action: action.into(),
                 url: display_url(&url),
                 status,
                 detail: String::new(),
@@ -280,12 +230,12 @@ impl Registry {
                 .json()
                 .await
                 .map_err(|source| RegistryError::Request {
-                    action: "reading the registry token".into(),
+                    action: action.into(),
                     url: display_url(&url),
                     source,
                 })?;
         body.into_token().ok_or_else(|| RegistryError::Protocol {
-            action: "reading the registry token".into(),
+            action: action.into(),
             detail: format!("{} answered without a token", display_url(&url)),
         })
     }
@@ -319,29 +269,115 @@ impl Registry {
         Some(header)
     }
 
-    /// Sends a request built by `build` (called again for the retry), adding
-    /// authorisation; a 401 re-authenticates once and retries.
+    fn notify_retry(&self, text: &str) {
+        match &self.config.on_retry {
+            Some(notifier) => (notifier.0)(text),
+            None => tracing::warn!("{text}"),
+        }
+    }
+
+    /// Sends one request (rebuilt by `build` for each attempt), retrying
+    /// transient failures per the policy when `replay` allows it. Answers,
+    /// including 4xx, are returned to the caller.
+    async fn execute(
+        &self,
+        action: &str,
+        method: Method,
+        url: &Url,
+        replay: Replay,
+        authorize: bool,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let policy = self.config.retry;
+        let mut retry = 0;
+        loop {
+            let mut request = build(self.http.request(method.clone(), url.clone()));
+            let header = if authorize {
+                self.authorization(url).await
+            } else {
+                None
+            };
+            let authorized = header.is_some();
+            if let Some(header) = header {
+                request = request.header(AUTHORIZATION, header);
+            }
+            let request = request.build().map_err(|source| RegistryError::Request {
+                action: action.to_owned(),
+                url: display_url(url),
+                source,
+            })?;
+            trace::request(&method, url, request.headers(), authorized);
+            let started = Instant::now();
+            let (failure, retry_after) = match self.http.execute(request).await {
+                Ok(response) => {
+                    trace::response(&method, url, response.status(), response.headers(), started);
+                    if !retry::is_transient_status(response.status()) || replay == Replay::Never {
+                        return Ok(response);
+                    }
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(retry::parse_retry_after);
+                    let status = response.status();
+                    if retry >= policy.max_retries {
+                        return Err(RegistryError::GaveUp {
+                            action: action.to_owned(),
+                            attempts: retry + 1,
+                            last: format!("{} answered {status}", display_url(url)),
+                        });
+                    }
+                    (
+                        format!("{} answered {status}", display_url(url)),
+                        retry_after,
+                    )
+                }
+                Err(source) => {
+                    let text = error_chain_text(&source);
+                    trace::failure(&method, url, &text, started);
+                    if !retry::is_transient_error(&source) || replay == Replay::Never {
+                        return Err(RegistryError::Request {
+                            action: action.to_owned(),
+                            url: display_url(url),
+                            source,
+                        });
+                    }
+                    if retry >= policy.max_retries {
+                        return Err(RegistryError::GaveUp {
+                            action: action.to_owned(),
+                            attempts: retry + 1,
+                            last: text,
+                        });
+                    }
+                    (text, None)
+                }
+            };
+            retry += 1;
+            let wait = policy.delay(retry, retry_after);
+            self.notify_retry(&format!(
+                "{action}: {failure}; retry {retry} of {} in {:.1} s",
+                policy.max_retries,
+                wait.as_secs_f64()
+            ));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `execute` with authorisation: a 401 re-authenticates once (an expired
+    /// token) and the request is sent again; a second 401 is final.
     async fn send(
         &self,
         action: &str,
         method: Method,
         url: &Url,
+        replay: Replay,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
         let mut reauthenticated = false;
         loop {
-            let mut request = build(self.http.request(method.clone(), url.clone()));
-            if let Some(header) = self.authorization(url).await {
-                request = request.header(AUTHORIZATION, header);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|source| RegistryError::Request {
-                    action: action.to_owned(),
-                    url: display_url(url),
-                    source,
-                })?;
+            let response = self
+                .execute(action, method.clone(), url, replay, true, &build)
+                .await?;
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
@@ -351,9 +387,8 @@ impl Registry {
                 );
             }
             reauthenticated = true;
-            let challenge = challenge_of(&response);
             tracing::debug!("{action}: 401, authenticating again");
-            self.authenticate(challenge).await?;
+            self.authenticate(challenge_of(&response)).await?;
         }
     }
 
@@ -362,7 +397,7 @@ impl Registry {
         let url = self.blob_url(digest);
         let action = format!("checking blob {digest}");
         let response = self
-            .send(&action, Method::HEAD, &url, |request| request)
+            .send(&action, Method::HEAD, &url, Replay::Safe, |request| request)
             .await?;
         match response.status() {
             status if status.is_success() => Ok(Some(
@@ -378,111 +413,17 @@ impl Registry {
         }
     }
 
-    /// Opens an upload session; returns where to send the bytes.
-    pub async fn start_upload(&self) -> Result<Url, RegistryError> {
-        let url = self.url(&format!("/v2/{}/blobs/uploads/", self.config.repository));
-        let action = format!(
-            "starting a blob upload to {}/{}",
-            self.host(),
-            self.config.repository
-        );
-        let response = self
-            .send(&action, Method::POST, &url, |request| {
-                request.header(CONTENT_LENGTH, "0")
-            })
-            .await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(status_error(&action, response).await);
-        }
-        self.location(&action, &response)
-    }
-
-    /// Streams `body` into an open upload session with one PATCH.
-    pub async fn patch_upload(
-        &self,
-        location: &Url,
-        body: reqwest::Body,
-        action: &str,
-    ) -> Result<Url, RegistryError> {
-        let mut request = self
-            .http
-            .patch(location.clone())
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        if let Some(header) = self.authorization(location).await {
-            request = request.header(AUTHORIZATION, header);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Request {
-                action: action.to_owned(),
-                url: display_url(location),
-                source,
-            })?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(self.unauthorized(&format!("{action}: upload answered 401")));
-        }
-        if !response.status().is_success() {
-            return Err(status_error(action, response).await);
-        }
-        self.location(action, &response)
-    }
-
-    /// Closes an upload session, naming the digest of everything sent; `body`
-    /// carries the final bytes when the blob is sent in this one request.
-    pub async fn finish_upload(
-        &self,
-        location: &Url,
-        digest: &str,
-        body: Option<bytes::Bytes>,
-        action: &str,
-    ) -> Result<(), RegistryError> {
-        let mut url = location.clone();
-        url.query_pairs_mut().append_pair("digest", digest);
-        let response = self
-            .send(action, Method::PUT, &url, |request| match &body {
-                Some(bytes) => request
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(bytes.clone()),
-                None => request.header(CONTENT_LENGTH, "0"),
-            })
-            .await?;
-        if response.status() != StatusCode::CREATED && !response.status().is_success() {
-            return Err(status_error(action, response).await);
-        }
-        Ok(())
-    }
-
     /// Uploads a small blob (the image config) in one request.
     pub async fn upload_small_blob(
         &self,
         digest: &str,
         bytes: bytes::Bytes,
     ) -> Result<(), RegistryError> {
-        let location = self.start_upload().await?;
-        let action = format!(
-            "uploading blob {digest} to {}/{}",
-            self.host(),
-            self.config.repository
-        );
-        self.finish_upload(&location, digest, Some(bytes), &action)
-            .await
-    }
-
-    /// Abandons an upload session (best effort, for interrupted pushes).
-    pub async fn cancel_upload(&self, location: &Url) {
-        let result = self
-            .send(
-                "cancelling an upload",
-                Method::DELETE,
-                location,
-                |request| request,
-            )
-            .await;
-        if let Err(error) = result {
-            tracing::debug!("could not cancel upload session: {error}");
-        }
+        let mut session = self.start_upload().await?;
+        let length = bytes.len() as u64;
+        self.append(&mut session, bytes, &format!("uploading blob {digest}"))
+            .await?;
+        self.finish_upload(session, digest, length).await
     }
 
     /// Stores a manifest under `reference` (a tag or digest) and returns the
@@ -504,7 +445,7 @@ impl Registry {
             self.config.repository
         );
         let response = self
-            .send(&action, Method::PUT, &url, |request| {
+            .send(&action, Method::PUT, &url, Replay::Safe, |request| {
                 request.header(CONTENT_TYPE, media_type).body(body.clone())
             })
             .await?;
@@ -519,7 +460,9 @@ impl Registry {
         match reported {
             Some(digest) if digest != expected_digest => Err(RegistryError::Protocol {
                 action,
-                detail: format!("the registry stored digest {digest}, but the manifest sent has {expected_digest}"),
+                detail: format!(
+                    "the registry stored digest {digest}, but the manifest sent has {expected_digest}"
+                ),
             }),
             _ => Ok(expected_digest.to_owned()),
         }
@@ -559,7 +502,7 @@ fn build_http_client(config: &RegistryConfig) -> Result<reqwest::Client, Registr
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(config.connect_timeout)
-        .read_timeout(config.read_timeout)
+        .read_timeout(config.idle_timeout)
         .redirect(policy)
         .user_agent(concat!("idpbuilder-push/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -600,55 +543,6 @@ pub fn host_of(url: &Url) -> String {
     }
 }
 
-/// An error for an unexpected status, with the registry's OCI error codes when
-/// it sent them (and a short excerpt otherwise, e.g. a proxy's HTML page).
-async fn status_error(action: &str, response: Response) -> RegistryError {
-    let status = response.status();
-    let url = display_url(response.url());
-    let body = response.text().await.unwrap_or_default();
-    RegistryError::Status {
-        action: action.to_owned(),
-        url,
-        status,
-        detail: describe_error_body(&body),
-    }
-}
-
-/// `": CODE: message; CODE2: message"` from an OCI error body, else a short excerpt.
-pub fn describe_error_body(body: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<ErrorEntry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorEntry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    if let Ok(parsed) = serde_json::from_str::<Errors>(body) {
-        let parts: Vec<String> = parsed
-            .errors
-            .into_iter()
-            .map(|entry| {
-                format!(
-                    "{}: {}",
-                    entry.code.unwrap_or_default(),
-                    entry.message.unwrap_or_default()
-                )
-            })
-            .collect();
-        if !parts.is_empty() {
-            return format!(": {}", parts.join("; "));
-        }
-    }
-    let text = body.trim();
-    if text.is_empty() || text.starts_with('<') {
-        return String::new();
-    }
-    let excerpt: String = text.chars().take(200).collect();
-    format!(": {excerpt}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,31 +553,6 @@ mod tests {
             basic_header("giteaAdmin", "pw"),
             "Basic Z2l0ZWFBZG1pbjpwdw=="
         );
-    }
-
-    #[test]
-    fn display_url_drops_userinfo_and_state() {
-        let url = Url::parse(
-            "https://user:secret@r.example:8443/v2/a/b/blobs/uploads/x?_state=abc&digest=sha256:1",
-        )
-        .unwrap();
-        let shown = display_url(&url);
-        assert_eq!(shown, "https://r.example:8443/v2/a/b/blobs/uploads/x");
-    }
-
-    #[test]
-    fn error_bodies_are_summarised() {
-        let oci = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
-        assert_eq!(
-            describe_error_body(oci),
-            ": NAME_UNKNOWN: repository name not known to registry"
-        );
-        assert_eq!(
-            describe_error_body("<html><body>413 Request Entity Too Large</body></html>"),
-            ""
-        );
-        assert_eq!(describe_error_body(""), "");
-        assert_eq!(describe_error_body("plain words"), ": plain words");
     }
 
     #[test]
