@@ -7,5 +7,6 @@ mod support;
 mod auth;
 mod errors;
 mod layouts;
+mod manifests;
 mod podman;
 mod push;
