@@ -47,12 +47,17 @@ pub fn version_text() -> String {
 }
 
 fn run_push(args: &cli::PushArgs) -> i32 {
+    crate::redact::install_panic_hook();
     init_logging(args.log_level);
     let reporter = Arc::new(Reporter::new(args.quiet));
     let result = config::from_args(args, args.password_from_command_line, &mut ProcessStdin)
         .and_then(|config| {
             for warning in &config.warnings {
                 reporter.warn(warning);
+            }
+            if std::env::var_os("IDPBUILDER_PUSH_TEST_PANIC").is_some() {
+                // Hidden: proves in tests that panic messages are filtered.
+                panic_with_configuration(&config);
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -61,7 +66,10 @@ fn run_push(args: &cli::PushArgs) -> i32 {
                     image: args.image.clone(),
                     detail: format!("cannot start the async runtime: {error}"),
                 })?;
-            runtime.block_on(push_until_interrupted(&config, Arc::clone(&reporter)))
+            let outcome = runtime.block_on(push_until_interrupted(&config, Arc::clone(&reporter)));
+            // Blocking readers of the export may still wait on the daemon.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            outcome
         });
     match result {
         Ok(outcome) => {
@@ -69,13 +77,23 @@ fn run_push(args: &cli::PushArgs) -> i32 {
             exit_code::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {}", error.render());
+            eprintln!("error: {}", crate::redact::filter(&error.render()));
             if let Some(hint) = error.hint() {
-                eprintln!("\nhint: {hint}");
+                eprintln!("\nhint: {}", crate::redact::filter(&hint));
             }
             error.exit_code()
         }
     }
+}
+
+fn panic_with_configuration(config: &config::PushConfig) -> ! {
+    use secrecy::ExposeSecret;
+    let exposed = match &config.registry.credentials {
+        crate::registry::Credentials::Basic { password, .. } => password.expose_secret().to_owned(),
+        crate::registry::Credentials::Bearer(token) => token.expose_secret().to_owned(),
+        crate::registry::Credentials::Anonymous => String::new(),
+    };
+    panic!("test panic: {config:?} {exposed}");
 }
 
 /// Runs the push until it ends or SIGINT/SIGTERM arrives. Dropping the push
@@ -107,10 +125,28 @@ async fn push_until_interrupted(
             exit_code::INTERRUPTED
         }
     };
-    tokio::select! {
-        outcome = crate::push::push(config, reporter) => outcome,
-        signal_exit_code = interrupted => Err(Error::Interrupted { signal_exit_code }),
+    let registry_slot = crate::push::RegistrySlot::new();
+    let signal_exit_code = tokio::select! {
+        outcome = crate::push::push(config, Arc::clone(&reporter), &registry_slot) => return outcome,
+        signal_exit_code = interrupted => signal_exit_code,
+    };
+    // The push future is dropped: no manifest is written. Cancel the upload
+    // sessions it left open, briefly; a second signal exits at once.
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(signal_exit_code);
+    });
+    if let Some(registry) = registry_slot.get() {
+        let cancelled = registry
+            .cancel_open_uploads(std::time::Duration::from_secs(3))
+            .await;
+        if cancelled > 0 {
+            reporter.info(&format!(
+                "interrupted: cancelled {cancelled} open upload(s); no tag was written"
+            ));
+        }
     }
+    Err(Error::Interrupted { signal_exit_code })
 }
 
 fn init_logging(level: LogLevel) {
@@ -127,7 +163,7 @@ fn init_logging(level: LogLevel) {
         .with_target("idpbuilder_push", filter)
         .with_default(tracing::Level::WARN);
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::FilteringWriter::new)
         .with_target(false)
         .with_ansi(false)
         .without_time();

@@ -161,16 +161,22 @@ fn credentials(args: &PushArgs, stdin: &mut dyn Stdin) -> Result<Credentials, Er
     } else {
         args.token.clone()
     };
+    for secret in password.iter().chain(token.iter()) {
+        crate::redact::register(secret);
+    }
     match (token, args.username.as_deref(), password) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(Error::usage(
             "a token cannot be combined with a username or password",
             Some("use either --token (bearer) or --username with --password; check the IDPBUILDER_REGISTRY_* environment variables too"),
         )),
         (Some(token), None, None) => Ok(Credentials::Bearer(token)),
-        (None, Some(username), Some(password)) => Ok(Credentials::Basic {
-            username: username.to_owned(),
-            password,
-        }),
+        (None, Some(username), Some(password)) => {
+            crate::redact::register_basic(username, &password);
+            Ok(Credentials::Basic {
+                username: username.to_owned(),
+                password,
+            })
+        }
         (None, Some(username), None) => Err(Error::usage(
             format!("username {username:?} given without a password"),
             Some("add --password-stdin (or set IDPBUILDER_REGISTRY_PASSWORD)"),

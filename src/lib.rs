@@ -17,5 +17,6 @@ pub mod export;
 pub mod manifest;
 pub mod output;
 pub mod push;
+pub mod redact;
 pub mod reference;
 pub mod registry;

@@ -40,7 +40,15 @@ pub struct LayerOutcome {
     pub status: LayerStatus,
 }
 
-pub async fn push(config: &PushConfig, reporter: Arc<Reporter>) -> Result<PushOutcome, Error> {
+/// Where the push leaves its registry connection, so an interruption can
+/// cancel the upload sessions it opened.
+pub type RegistrySlot = std::sync::OnceLock<Arc<Registry>>;
+
+pub async fn push(
+    config: &PushConfig,
+    reporter: Arc<Reporter>,
+    registry_slot: &RegistrySlot,
+) -> Result<PushOutcome, Error> {
     let daemon = Daemon::connect().await?;
     let image = daemon
         .inspect(&config.image.to_string(), &config.image.daemon_candidates())
@@ -56,7 +64,13 @@ pub async fn push(config: &PushConfig, reporter: Arc<Reporter>) -> Result<PushOu
     if !containerd_store {
         check_platform(&image, config.platform.as_ref())?;
     }
-    let registry = Arc::new(Registry::connect(config.registry.clone()).await?);
+    let mut registry_config = config.registry.clone();
+    let notifier = Arc::clone(&reporter);
+    registry_config.on_retry = Some(crate::registry::RetryNotifier(Arc::new(
+        move |text: &str| notifier.warn(text),
+    )));
+    let registry = Arc::new(Registry::connect(registry_config).await?);
+    let _ = registry_slot.set(Arc::clone(&registry));
     let mut cache = open_cache(config, &registry.host(), &reporter);
     let present = present_layers(&registry, &mut cache, &image).await?;
     let outcome = if containerd_store {

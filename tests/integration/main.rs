@@ -10,3 +10,4 @@ mod layouts;
 mod manifests;
 mod podman;
 mod push;
+mod secrets;
