@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum LayerStatus {
     Pushed,
     Exists,
+    Mounted,
 }
 
 impl LayerStatus {
@@ -17,6 +18,7 @@ impl LayerStatus {
         match self {
             LayerStatus::Pushed => "pushed",
             LayerStatus::Exists => "exists",
+            LayerStatus::Mounted => "mounted",
         }
     }
 }

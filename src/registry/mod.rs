@@ -27,7 +27,7 @@ pub use error::{describe_error_body, display_url, RegistryError};
 use error::{error_chain_text, status_error};
 pub use retry::RetryPolicy;
 pub use tls::{TlsError, Trust};
-pub use upload::UploadSession;
+pub use upload::{Mount, UploadSession};
 
 /// Told about every retry, so the user sees what failed and what happens next.
 #[derive(Clone)]

@@ -56,6 +56,33 @@ impl Registry {
         })
     }
 
+    /// Mounts `digest` from another repository of this registry (201), or
+    /// keeps the upload session the registry opened instead (202).
+    pub async fn mount_blob(&self, digest: &str, from: &str) -> Result<Mount, RegistryError> {
+        let mut url = self.url(&format!("/v2/{}/blobs/uploads/", self.config.repository));
+        url.query_pairs_mut()
+            .append_pair("mount", digest)
+            .append_pair("from", from);
+        let action = format!("mounting {digest} from {from}");
+        let response = self
+            .send(&action, Method::POST, &url, Replay::Safe, |request| {
+                request.header(CONTENT_LENGTH, "0")
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(Mount::Mounted),
+            StatusCode::ACCEPTED => {
+                let location = self.location(&action, &response)?;
+                self.track(&location, true);
+                Ok(Mount::Session(UploadSession {
+                    location,
+                    offset: 0,
+                }))
+            }
+            _ => Err(status_error(&action, response).await),
+        }
+    }
+
     fn track(&self, location: &Url, open: bool) {
         if let Ok(mut uploads) = self.open_uploads.lock() {
             if open {
@@ -297,6 +324,14 @@ impl Registry {
         let _ = tokio::time::timeout(budget, deletes).await;
         count
     }
+}
+
+/// The answer to a cross-repository mount.
+#[derive(Debug)]
+pub enum Mount {
+    Mounted,
+    /// The registry did not mount but opened an upload session to use.
+    Session(UploadSession),
 }
 
 enum PatchFailure {

@@ -5,6 +5,7 @@
 mod support;
 
 mod auth;
+mod cache;
 mod errors;
 mod layouts;
 mod manifests;

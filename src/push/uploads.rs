@@ -1,0 +1,209 @@
+//! The bridge between the export walk (a blocking thread) and the registry:
+//! each blob the walk opens becomes an upload task fed through a small
+//! bounded channel, gathered into PATCH chunks, so memory stays flat.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::compress::{BlockCompressor, CompressError};
+use crate::config::PushConfig;
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::export::{self, BlobUploads, BlobWriter, ExportPlan, ExportResult};
+use crate::output::{short_digest, LayerStatus, Reporter};
+use crate::registry::{Registry, RegistryError, UploadSession};
+
+/// Runs the export walk on a blocking thread while uploads run on the runtime;
+/// an upload's own error is reported in preference to the walk's "output closed".
+pub async fn export_and_upload(
+    config: &PushConfig,
+    daemon: &Daemon,
+    registry: &Arc<Registry>,
+    plan: &ExportPlan,
+    reporter: &Arc<Reporter>,
+    spare_sessions: &Arc<Mutex<Vec<UploadSession>>>,
+) -> Result<ExportResult, Error> {
+    let reader = SyncIoBridge::new(StreamReader::new(daemon.export(&plan.image.name)));
+    let mut uploads = UploadBridge {
+        runtime: tokio::runtime::Handle::current(),
+        registry: Arc::clone(registry),
+        reporter: Arc::clone(reporter),
+        tasks: Vec::new(),
+        spare_sessions: Arc::clone(spare_sessions),
+    };
+    let threads = config.compression_threads;
+    let level = config.compression_level;
+    let plan_copy = ExportPlan {
+        image: plan.image.clone(),
+        present: plan.present.clone(),
+        match_sizes: plan.match_sizes,
+        platform: plan.platform.clone(),
+    };
+    let (walked, uploads) = tokio::task::spawn_blocking(move || {
+        let pool = BlockCompressor::new(threads, level);
+        let walked = export::walk(reader, &plan_copy, &pool, &mut uploads);
+        (walked, uploads)
+    })
+    .await
+    .map_err(|error| Error::Image {
+        image: plan.image.name.clone(),
+        detail: format!("the export reader stopped: {error}"),
+    })?;
+    let mut upload_error = None;
+    for task in uploads.tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                upload_error.get_or_insert(error);
+            }
+            Err(error) => {
+                upload_error.get_or_insert(RegistryError::Protocol {
+                    action: "uploading a layer".into(),
+                    detail: error.to_string(),
+                });
+            }
+        }
+    }
+    match (walked, upload_error) {
+        (_, Some(error)) => Err(error.into()),
+        (Err(source), None) => Err(Error::Export {
+            image: plan.image.name.clone(),
+            source,
+        }),
+        (Ok(result), None) => Ok(result),
+    }
+}
+
+/// The walk's view of the registry: each opened blob becomes an upload task
+/// fed through a small bounded channel, so memory stays flat.
+struct UploadBridge {
+    runtime: tokio::runtime::Handle,
+    registry: Arc<Registry>,
+    reporter: Arc<Reporter>,
+    tasks: Vec<JoinHandle<Result<(), RegistryError>>>,
+    /// Sessions opened by refused mounts, used before opening new ones.
+    spare_sessions: Arc<Mutex<Vec<UploadSession>>>,
+}
+
+/// Compressed chunks buffered between compression and the HTTP body.
+const CHANNEL_CHUNKS: usize = 8;
+
+impl BlobUploads for UploadBridge {
+    fn has_blob(&mut self, digest: &str) -> bool {
+        matches!(
+            self.runtime.block_on(self.registry.blob_size(digest)),
+            Ok(Some(_))
+        )
+    }
+
+    fn open(&mut self, label: &str) -> Box<dyn BlobWriter> {
+        let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let (done, finished) = oneshot::channel();
+        let label = short_digest(label).to_owned();
+        self.reporter.layer_started(&label);
+        let spare = self
+            .spare_sessions
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop());
+        let task = upload_stream(
+            Arc::clone(&self.registry),
+            spare,
+            receiver,
+            finished,
+            label,
+            Arc::clone(&self.reporter),
+        );
+        self.tasks.push(self.runtime.spawn(task));
+        Box::new(ChannelWriter {
+            sender: Some(sender),
+            done: Some(done),
+        })
+    }
+}
+
+struct ChannelWriter {
+    sender: Option<mpsc::Sender<Bytes>>,
+    done: Option<oneshot::Sender<(String, u64)>>,
+}
+
+impl BlobWriter for ChannelWriter {
+    fn write(&mut self, chunk: Vec<u8>) -> Result<(), CompressError> {
+        let sender = self.sender.as_ref().ok_or(CompressError::OutputClosed)?;
+        sender
+            .blocking_send(Bytes::from(chunk))
+            .map_err(|_| CompressError::OutputClosed)
+    }
+
+    fn finish(mut self: Box<Self>, digest: String, size: u64) {
+        // Closing the channel ends the request body; then the digest follows.
+        self.sender.take();
+        if let Some(done) = self.done.take() {
+            let _ = done.send((digest, size));
+        }
+    }
+}
+
+async fn upload_stream(
+    registry: Arc<Registry>,
+    spare: Option<UploadSession>,
+    mut receiver: mpsc::Receiver<Bytes>,
+    finished: oneshot::Receiver<(String, u64)>,
+    label: String,
+    reporter: Arc<Reporter>,
+) -> Result<(), RegistryError> {
+    let action = format!(
+        "uploading layer {label} to {}/{}",
+        registry.host(),
+        registry.repository()
+    );
+    let chunk_size = registry.chunk_size();
+    let mut session = match spare {
+        Some(session) => session,
+        None => registry.start_upload().await?,
+    };
+    // Gather compressed members into chunks of at most chunk_size; one chunk
+    // is held at a time so a failed PATCH can resume from the registry's offset.
+    let mut chunk = bytes::BytesMut::new();
+    loop {
+        let next = receiver.recv().await;
+        let at_end = next.is_none();
+        if let Some(bytes) = next {
+            let mut bytes = bytes;
+            while !bytes.is_empty() {
+                let room = chunk_size - chunk.len();
+                let taken = bytes.split_to(room.min(bytes.len()));
+                chunk.extend_from_slice(&taken);
+                if chunk.len() == chunk_size {
+                    registry
+                        .append(&mut session, chunk.split().freeze(), &action)
+                        .await?;
+                }
+            }
+        }
+        if at_end {
+            break;
+        }
+    }
+    if !chunk.is_empty() {
+        registry
+            .append(&mut session, chunk.split().freeze(), &action)
+            .await?;
+    }
+    match finished.await {
+        Ok((digest, size)) => {
+            registry.finish_upload(session, &digest, size).await?;
+            reporter.layer_done(short_digest(&digest), LayerStatus::Pushed, size);
+            Ok(())
+        }
+        Err(_) => {
+            // The walk gave up on this blob; it reports why. Leave nothing open.
+            registry.cancel_upload(session).await;
+            Ok(())
+        }
+    }
+}
