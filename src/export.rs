@@ -124,12 +124,14 @@ fn classify(path: &str) -> EntryKind {
 }
 
 /// Walks the export once, compressing and uploading what the plan needs.
+/// What was learnt comes back even when the walk fails, so a later pass can
+/// keep the layers that were uploaded in full.
 pub fn walk(
     reader: impl Read,
     plan: &ExportPlan,
     pool: &BlockCompressor,
     uploads: &mut dyn BlobUploads,
-) -> Result<ExportResult, ExportError> {
+) -> (ExportResult, Result<(), ExportError>) {
     let diff_ids: HashSet<&str> = plan.image.diff_ids.iter().map(String::as_str).collect();
     let mut walker = Walker {
         plan,
@@ -138,6 +140,11 @@ pub fn walk(
         diff_ids,
         result: ExportResult::default(),
     };
+    let outcome = walk_entries(reader, &mut walker);
+    (walker.result, outcome)
+}
+
+fn walk_entries(reader: impl Read, walker: &mut Walker) -> Result<(), ExportError> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(ExportError::Read)? {
         let mut entry = entry.map_err(ExportError::Read)?;
@@ -153,7 +160,7 @@ pub fn walk(
         let size = entry.size();
         walker.entry(classify(&path), &path, size, &mut entry)?;
     }
-    Ok(walker.result)
+    Ok(())
 }
 
 struct Walker<'a, 'b> {

@@ -3,6 +3,8 @@
 //! compression into uploads, and write the manifest last, so an interrupted or
 //! failed push never leaves a tag pointing at a partial image.
 
+use std::collections::HashMap;
+
 mod known;
 mod stored;
 mod uploads;
@@ -18,7 +20,7 @@ use crate::error::Error;
 use crate::export::{self, ExportPlan, ExportResult};
 use crate::manifest::{self, BlobDescriptor, ManifestBytes, Platform};
 use crate::output::{short_digest, LayerStatus, Reporter};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use known::Known;
 use uploads::export_and_upload;
 
@@ -153,20 +155,17 @@ async fn push_classic(
             match_sizes: true,
             platform: None,
         };
-        let mut result =
-            export_and_upload(config, daemon, registry, &plan, reporter, &spare_sessions).await?;
-        if !result.missed.is_empty() {
-            tracing::debug!("a layer matched a cached size but not its digest: exporting again");
-            plan.match_sizes = false;
-            plan.present
-                .retain(|diff_id, _| result.skipped.contains(diff_id));
-            let second =
-                export_and_upload(config, daemon, registry, &plan, reporter, &spare_sessions)
-                    .await?;
-            result.layers.extend(second.layers);
-            result.config = result.config.or(second.config);
-        }
-        exported = Some(result);
+        exported = Some(
+            export_in_passes(
+                config,
+                daemon,
+                registry,
+                &mut plan,
+                reporter,
+                &spare_sessions,
+            )
+            .await?,
+        );
     }
     let mut layers = Vec::new();
     let mut outcomes = Vec::new();
@@ -238,6 +237,60 @@ async fn push_classic(
         layers: outcomes,
         exported: exported.is_some(),
     })
+}
+
+/// Most passes a push makes over the export: a lost upload session or a
+/// wrong size guess needs another, which keeps what the earlier ones uploaded.
+const EXPORT_PASSES: usize = 3;
+
+async fn export_in_passes(
+    config: &PushConfig,
+    daemon: &Daemon,
+    registry: &Arc<Registry>,
+    plan: &mut ExportPlan,
+    reporter: &Arc<Reporter>,
+    spare_sessions: &Arc<Mutex<Vec<crate::registry::UploadSession>>>,
+) -> Result<ExportResult, Error> {
+    let mut carried: HashMap<String, export::UploadedLayer> = HashMap::new();
+    for pass in 1..=EXPORT_PASSES {
+        let last = pass == EXPORT_PASSES;
+        for (diff_id, layer) in &carried {
+            plan.present
+                .insert(diff_id.clone(), layer.uncompressed_size);
+        }
+        match export_and_upload(config, daemon, registry, plan, reporter, spare_sessions).await {
+            Ok(mut result) if result.missed.is_empty() || last => {
+                result.layers.extend(carried);
+                return Ok(result);
+            }
+            Ok(result) => {
+                tracing::debug!(
+                    "a layer matched a cached size but not its digest: exporting again"
+                );
+                plan.match_sizes = false;
+                plan.present
+                    .retain(|diff_id, _| result.skipped.contains(diff_id));
+                carried.extend(result.layers);
+            }
+            Err(failure)
+                if !last
+                    && matches!(
+                        failure.error,
+                        Error::Registry(RegistryError::SessionLost { .. })
+                    ) =>
+            {
+                reporter.warn(&format!(
+                    "{}; exporting the image again (pass {} of {EXPORT_PASSES}; {} layer(s) already uploaded are kept)",
+                    failure.error.render(),
+                    pass + 1,
+                    carried.len() + failure.completed.len()
+                ));
+                carried.extend(failure.completed);
+            }
+            Err(failure) => return Err(failure.error),
+        }
+    }
+    unreachable!("the last pass returns")
 }
 
 async fn upload_config(

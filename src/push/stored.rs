@@ -32,8 +32,9 @@ pub async fn push_as_stored(
         platform: config.platform.clone(),
     };
     let spare_sessions = Arc::new(Mutex::new(Vec::new()));
-    let result =
-        export_and_upload(config, daemon, registry, &plan, reporter, &spare_sessions).await?;
+    let result = export_and_upload(config, daemon, registry, &plan, reporter, &spare_sessions)
+        .await
+        .map_err(|failure| failure.error)?;
     let (manifest_digest, manifest_bytes, media_type, blob_config, layers) =
         resolve_stored_manifest(&plan, &result)?;
     if registry.blob_size(&blob_config.digest).await?.is_none() {

@@ -2,6 +2,7 @@
 //! each blob the walk opens becomes an upload task fed through a small
 //! bounded channel, gathered into PATCH chunks, so memory stays flat.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -13,9 +14,24 @@ use crate::compress::{BlockCompressor, CompressError};
 use crate::config::PushConfig;
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::export::{self, BlobUploads, BlobWriter, ExportPlan, ExportResult};
+use crate::export::{self, BlobUploads, BlobWriter, ExportPlan, ExportResult, UploadedLayer};
 use crate::output::{short_digest, LayerStatus, Reporter};
 use crate::registry::{Registry, RegistryError, UploadSession};
+
+/// A failed pass, with the layers it uploaded in full (kept by the next pass).
+pub struct PassError {
+    pub error: Error,
+    pub completed: HashMap<String, UploadedLayer>,
+}
+
+impl From<Error> for PassError {
+    fn from(error: Error) -> Self {
+        PassError {
+            error,
+            completed: HashMap::new(),
+        }
+    }
+}
 
 /// Runs the export walk on a blocking thread while uploads run on the runtime;
 /// an upload's own error is reported in preference to the walk's "output closed".
@@ -26,7 +42,7 @@ pub async fn export_and_upload(
     plan: &ExportPlan,
     reporter: &Arc<Reporter>,
     spare_sessions: &Arc<Mutex<Vec<UploadSession>>>,
-) -> Result<ExportResult, Error> {
+) -> Result<ExportResult, PassError> {
     let reader = SyncIoBridge::new(StreamReader::new(daemon.export(&plan.image.name)));
     let mut uploads = UploadBridge {
         runtime: tokio::runtime::Handle::current(),
@@ -43,7 +59,7 @@ pub async fn export_and_upload(
         match_sizes: plan.match_sizes,
         platform: plan.platform.clone(),
     };
-    let (walked, uploads) = tokio::task::spawn_blocking(move || {
+    let ((result, walked), uploads) = tokio::task::spawn_blocking(move || {
         let pool = BlockCompressor::new(threads, level);
         let walked = export::walk(reader, &plan_copy, &pool, &mut uploads);
         (walked, uploads)
@@ -54,9 +70,13 @@ pub async fn export_and_upload(
         detail: format!("the export reader stopped: {error}"),
     })?;
     let mut upload_error = None;
+    let mut finished = HashSet::new();
     for task in uploads.tasks {
         match task.await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Some(digest))) => {
+                finished.insert(digest);
+            }
+            Ok(Ok(None)) => {}
             Ok(Err(error)) => {
                 upload_error.get_or_insert(error);
             }
@@ -68,14 +88,20 @@ pub async fn export_and_upload(
             }
         }
     }
-    match (walked, upload_error) {
-        (_, Some(error)) => Err(error.into()),
-        (Err(source), None) => Err(Error::Export {
+    let error = match (walked, upload_error) {
+        (_, Some(error)) => Error::from(error),
+        (Err(source), None) => Error::Export {
             image: plan.image.name.clone(),
             source,
-        }),
-        (Ok(result), None) => Ok(result),
-    }
+        },
+        (Ok(()), None) => return Ok(result),
+    };
+    let completed = result
+        .layers
+        .into_iter()
+        .filter(|(_, layer)| finished.contains(&layer.digest))
+        .collect();
+    Err(PassError { error, completed })
 }
 
 /// The walk's view of the registry: each opened blob becomes an upload task
@@ -84,7 +110,8 @@ struct UploadBridge {
     runtime: tokio::runtime::Handle,
     registry: Arc<Registry>,
     reporter: Arc<Reporter>,
-    tasks: Vec<JoinHandle<Result<(), RegistryError>>>,
+    /// Each task ends with the digest it stored, or `None` when abandoned.
+    tasks: Vec<JoinHandle<Result<Option<String>, RegistryError>>>,
     /// Sessions opened by refused mounts, used before opening new ones.
     spare_sessions: Arc<Mutex<Vec<UploadSession>>>,
 }
@@ -155,7 +182,7 @@ async fn upload_stream(
     finished: oneshot::Receiver<(String, u64)>,
     label: String,
     reporter: Arc<Reporter>,
-) -> Result<(), RegistryError> {
+) -> Result<Option<String>, RegistryError> {
     let action = format!(
         "uploading layer {label} to {}/{}",
         registry.host(),
@@ -198,12 +225,12 @@ async fn upload_stream(
         Ok((digest, size)) => {
             registry.finish_upload(session, &digest, size).await?;
             reporter.layer_done(short_digest(&digest), LayerStatus::Pushed, size);
-            Ok(())
+            Ok(Some(digest))
         }
         Err(_) => {
             // The walk gave up on this blob; it reports why. Leave nothing open.
             registry.cancel_upload(session).await;
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -13,8 +13,10 @@ pub const MAX_RETRIES: u32 = 10;
 pub struct RetryPolicy {
     /// First delay; doubles each retry (1 s in production).
     pub base: Duration,
-    /// Longest delay between two attempts.
+    /// Longest backoff between two attempts.
     pub cap: Duration,
+    /// Longest wait a server's `Retry-After` may ask for.
+    pub retry_after_cap: Duration,
     pub max_retries: u32,
 }
 
@@ -23,6 +25,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(30),
             max_retries: MAX_RETRIES,
         }
     }
@@ -35,7 +38,7 @@ impl RetryPolicy {
         let exponent = retry.saturating_sub(1).min(20);
         let backoff = self.base.saturating_mul(1u32 << exponent).min(self.cap);
         match retry_after {
-            Some(server) => server.max(backoff).min(self.cap),
+            Some(server) => server.min(self.retry_after_cap).max(backoff),
             None => backoff,
         }
     }
@@ -116,6 +119,7 @@ mod tests {
         let policy = RetryPolicy {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(300),
+            retry_after_cap: Duration::from_secs(30),
             max_retries: MAX_RETRIES,
         };
         assert_eq!(policy.delay(1, None), Duration::from_millis(10));

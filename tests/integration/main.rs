@@ -7,6 +7,8 @@ mod support;
 mod auth;
 mod cache;
 mod errors;
+mod faults;
+mod krew;
 mod layouts;
 mod manifests;
 mod podman;

@@ -10,6 +10,7 @@
 pub mod fake_daemon;
 pub mod kube_server;
 pub mod layouts;
+pub mod proxy;
 pub mod token_issuer;
 
 use std::collections::HashMap;

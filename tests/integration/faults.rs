@@ -1,0 +1,272 @@
+//! Flaky networks and interruptions, through a fault-injecting proxy in front
+//! of the real registry: retries, resumption, timeouts, signals, 413.
+
+use std::time::{Duration, Instant};
+
+use crate::support::proxy::{Fault, Proxy, Rule};
+use crate::support::{
+    docker, docker_build, docker_image_id, noise, registry_digest, services, unique, Push, Run,
+};
+
+fn proxy() -> Proxy {
+    Proxy::start(&services().plain).expect("the proxy starts")
+}
+
+fn image(name: &str, big: usize) -> (String, String) {
+    let tag = format!("{name}:v1");
+    let id = docker_build(
+        &tag,
+        &[
+            vec![("big.bin".to_owned(), noise(51, big))],
+            vec![("small.txt".to_owned(), b"small".repeat(100))],
+        ],
+    );
+    (tag, id)
+}
+
+/// A push through `proxy` with a short backoff base, so retries take ms.
+fn push(proxy: &Proxy, tag: &str) -> Push {
+    Push::new()
+        .env("IDPBUILDER_PUSH_RETRY_BASE_MS", "20")
+        .args([
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            "--chunk-size",
+            "2",
+            tag,
+        ])
+}
+
+fn count(proxy: &Proxy, method: &str, path_part: &str) -> usize {
+    proxy
+        .requests()
+        .iter()
+        .filter(|request| request.method == method && request.path.contains(path_part))
+        .count()
+}
+
+#[test]
+fn resets_in_the_middle_of_a_blob_resend_only_the_broken_blob() {
+    let name = unique("reset");
+    let (tag, image_id) = image(&name, 6 * 1024 * 1024);
+    let proxy = proxy();
+    proxy.add_rule(
+        Rule::new(Fault::ResetAfterBodyBytes(500_000))
+            .method("PATCH")
+            .times(2),
+    );
+    let run = push(&proxy, &tag).run();
+    run.success();
+    assert!(run.stderr.contains("retry 1 of 10"), "{}", run.stderr);
+    // Noise does not compress: the blobs total about 6 MiB. Each reset may cost
+    // the bytes of the broken blob sent before it, never a finished blob.
+    let blobs = 6 * 1024 * 1024 + 4096;
+    let allowance = 2 * (2 * 1024 * 1024 + 500_000);
+    assert!(
+        proxy.body_bytes() <= (blobs + allowance) as u64,
+        "{} bytes went through the proxy",
+        proxy.body_bytes()
+    );
+    let (reference, _) = run.pinned();
+    let direct = reference.replace(&proxy.address(), &services().plain);
+    docker(&["rmi", "-f", &tag]);
+    crate::support::assert_success(&docker(&["pull", &direct]), "docker pull");
+    assert_eq!(docker_image_id(&direct), image_id);
+}
+
+#[test]
+fn service_unavailable_a_few_times_then_ok() {
+    let (tag, _) = image(&unique("s503"), 1000);
+    let proxy = proxy();
+    proxy.add_rule(Rule::new(Fault::status(503)).times(3));
+    let run = push(&proxy, &tag).run();
+    run.success()
+        .stderr_contains("503")
+        .stderr_contains("retry 3 of 10");
+    assert!(!run.stderr.contains("retry 4 of 10"), "{}", run.stderr);
+}
+
+#[test]
+fn too_many_requests_honours_retry_after() {
+    let (tag, _) = image(&unique("s429"), 1000);
+    let proxy = proxy();
+    proxy.add_rule(
+        Rule::new(Fault::retry_after(429, 1))
+            .method("HEAD")
+            .times(1),
+    );
+    let started = Instant::now();
+    let run = push(&proxy, &tag).run();
+    run.success()
+        .stderr_contains("429")
+        .stderr_contains("in 1.0 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the wait was honoured"
+    );
+}
+
+#[test]
+fn always_unavailable_gives_up_after_exactly_ten_retries() {
+    let (tag, _) = image(&unique("always"), 1000);
+    let proxy = proxy();
+    proxy.add_rule(Rule::new(Fault::status(503)).times(usize::MAX));
+    let run = push(&proxy, &tag).run();
+    run.failure(1)
+        .stderr_contains("after 11 attempts")
+        .stderr_contains("retry 10 of 10");
+    assert_eq!(count(&proxy, "GET", "/v2/"), 11);
+}
+
+#[test]
+fn a_stalled_upload_times_out_and_is_retried() {
+    let (tag, _) = image(&unique("stall"), 300_000);
+    let proxy = proxy();
+    proxy.add_rule(
+        Rule::new(Fault::Stall(Duration::from_secs(30)))
+            .method("PATCH")
+            .times(1),
+    );
+    let started = Instant::now();
+    let run = push(&proxy, &tag).args(["--idle-timeout", "2"]).run();
+    run.success().stderr_contains("retry 1 of 10");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the stall was not waited out"
+    );
+}
+
+#[test]
+fn a_registry_that_dies_between_layers_and_comes_back() {
+    let (tag, image_id) = image(&unique("dies"), 200_000);
+    let proxy = std::sync::Arc::new(proxy());
+    let watcher = {
+        let proxy = std::sync::Arc::clone(&proxy);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            // After the first blob is closed, the registry goes away for 2 s.
+            while Instant::now() < deadline && count(&proxy, "PUT", "digest=") == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            proxy.set_upstream_down(true);
+            std::thread::sleep(Duration::from_secs(2));
+            proxy.set_upstream_down(false);
+        })
+    };
+    let run = Push::new()
+        .env("IDPBUILDER_PUSH_RETRY_BASE_MS", "200")
+        .args([
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            &tag,
+        ])
+        .run();
+    watcher.join().unwrap();
+    run.success();
+    let (reference, _) = run.pinned();
+    let direct = reference.replace(&proxy.address(), &services().plain);
+    docker(&["rmi", "-f", &tag]);
+    crate::support::assert_success(&docker(&["pull", &direct]), "docker pull");
+    assert_eq!(docker_image_id(&direct), image_id);
+}
+
+#[test]
+fn a_proxy_413_is_explained_with_the_request_size() {
+    let (tag, _) = image(&unique("big413"), 3 * 1024 * 1024);
+    let proxy = proxy();
+    proxy.add_rule(Rule::new(Fault::BodyLimit(1024 * 1024)).times(usize::MAX));
+    let run: Run = push(&proxy, &tag).run();
+    run.failure(1)
+        .stderr_contains("refused a request of 2097152 bytes")
+        .stderr_contains("--chunk-size");
+    let retry = Push::new()
+        .args([
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            "--chunk-size",
+            "1",
+            &tag,
+        ])
+        .run();
+    // 1 MiB chunks are exactly at the limit: accepted.
+    retry.success();
+}
+
+#[test]
+fn sigint_during_an_upload_leaves_no_tag_and_no_session() {
+    let name = unique("sigint");
+    let (tag, _) = image(&name, 2 * 1024 * 1024);
+    let proxy = proxy();
+    let registry = format!("http://{}/team", proxy.address());
+    // An earlier tag of the same repository must survive intact.
+    Push::new()
+        .args(["--registry", &registry, &tag])
+        .run()
+        .success();
+    let earlier =
+        registry_digest(&services().plain, &format!("team/{name}"), "v1").expect("v1 is there");
+    docker_build(
+        &format!("{name}:v2"),
+        &[vec![("other.bin".to_owned(), noise(52, 1024 * 1024))]],
+    );
+    proxy.add_rule(
+        Rule::new(Fault::Stall(Duration::from_secs(60)))
+            .method("PATCH")
+            .times(usize::MAX),
+    );
+    let patches_before = count(&proxy, "PATCH", "/blobs/uploads/");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_idpbuilder-push"))
+        .env("DOCKER_HOST", &services().docker_host)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join(unique("sigint-cache")),
+        )
+        .args(["--registry", &registry, &format!("{name}:v2")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&proxy, "PATCH", "/blobs/uploads/") == patches_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        count(&proxy, "PATCH", "/blobs/uploads/") > patches_before,
+        "an upload started"
+    );
+    let interrupted = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    let output = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "signal {:?}, stderr: {}",
+        output.status.signal(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(10),
+        "stopped at once"
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        registry_digest(&services().plain, &format!("team/{name}"), "v2"),
+        None,
+        "no tag written"
+    );
+    assert_eq!(
+        registry_digest(&services().plain, &format!("team/{name}"), "v1").as_deref(),
+        Some(earlier.as_str()),
+        "the earlier tag is intact"
+    );
+    assert!(
+        count(&proxy, "DELETE", "/blobs/uploads/") > 0,
+        "the open upload session was deleted"
+    );
+}
+
+extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
