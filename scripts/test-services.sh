@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private, throw-away services for the idpbuilder-push integration tests.
 #
-#   scripts/test-services.sh start [SERVICE...]   # SERVICE: docker podman plain tls token (default: all)
+#   scripts/test-services.sh start [SERVICE...]   # SERVICE: docker podman plain tls gitea token (default: all)
 #   scripts/test-services.sh stop
 #
 # Everything lives under one state dir, ${IDPB_TEST_ROOT:-<repo>/.test-services}:
@@ -60,7 +60,7 @@
 # installs the Debian packages that provide them.
 set -euo pipefail
 
-readonly ALL_SERVICES=(docker podman plain tls token)
+readonly ALL_SERVICES=(docker podman plain tls gitea token)
 # Fixed names the Rust token issuer and the registry must agree on.
 readonly TOKEN_SERVICE=idpb-test-registry
 readonly TOKEN_ISSUER=idpb-test-issuer
@@ -224,7 +224,7 @@ do_stop() {
 	rm -f "$ROOT/env" "$ROOT/env.tmp"
 	# Clients before the daemons they use; dockerd before its containerd.
 	local name
-	for name in registry-token registry-tls registry-plain podman dockerd containerd; do
+	for name in registry-token registry-gitea registry-tls registry-plain podman dockerd containerd; do
 		stop_one "$name"
 	done
 	unmount_below_root
@@ -477,6 +477,38 @@ auth:
 	log "registry B (HTTPS + htpasswd) ready at 127.0.0.1:$port"
 }
 
+# Registry D stands in for idpbuilder's Gitea: like idpbuilder's ingress it
+# serves a self-signed certificate marked CA:TRUE as the leaf (which webpki
+# refuses even as a root, hence certificate pinning), and takes Basic auth
+# for the mixed-case admin user whose namespace must be lowercase.
+start_gitea() {
+	local port=$1 pki=$ROOT/pki-gitea user=giteaAdmin password
+	password=$(rand_hex 16)
+	mkdir -p "$pki"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$pki/key.pem" -out "$pki/cert.pem" -days 30 \
+		-subj "/O=cnoe.io/CN=localhost" \
+		-addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign" \
+		-addext "extendedKeyUsage=serverAuth" \
+		-addext "subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1" 2>/dev/null
+	htpasswd -Bbn "$user" "$password" >"$pki/htpasswd"
+	write_registry_config gitea "$port" "  tls:
+    certificate: $pki/cert.pem
+    key: $pki/key.pem
+auth:
+  htpasswd:
+    realm: gitea-like
+    path: $pki/htpasswd"
+	start_registry gitea "$port" 401 --cacert "$pki/cert.pem" "https://127.0.0.1:$port/v2/"
+	add_env IDPB_TEST_REGISTRY_GITEA "localhost:$port"
+	add_env IDPB_TEST_GITEA_PORT "$port"
+	add_env IDPB_TEST_GITEA_CERT "$pki/cert.pem"
+	add_env IDPB_TEST_GITEA_USER "$user"
+	add_env IDPB_TEST_GITEA_PASSWORD "$password"
+	log "registry D (Gitea-like: HTTPS with a CA:TRUE leaf + htpasswd) ready at localhost:$port"
+}
+
 start_token() {
 	local port=$1 token_port=$2 dir=$ROOT/token user=idpb-token password kid
 	password=$(rand_hex 16)
@@ -526,13 +558,14 @@ do_start() {
 	local started_at=$SECONDS
 	local -a services=("$@")
 	((${#services[@]})) || services=("${ALL_SERVICES[@]}")
-	local s want_docker=0 want_podman=0 want_plain=0 want_tls=0 want_token=0
+	local s want_docker=0 want_podman=0 want_plain=0 want_tls=0 want_gitea=0 want_token=0
 	for s in "${services[@]}"; do
 		case $s in
 		docker) want_docker=1 ;;
 		podman) want_podman=1 ;;
 		plain) want_plain=1 ;;
 		tls) want_tls=1 ;;
+		gitea) want_gitea=1 ;;
 		token) want_token=1 ;;
 		*) die "unknown service '$s' (known: ${ALL_SERVICES[*]})" ;;
 		esac
@@ -542,8 +575,8 @@ do_start() {
 	local -a cmds=(curl openssl python3 setsid base32)
 	if ((want_docker)); then cmds+=(containerd dockerd docker); fi
 	if ((want_podman)); then cmds+=(podman); fi
-	if ((want_plain || want_tls || want_token)); then cmds+=(docker-registry); fi
-	if ((want_tls)); then cmds+=(htpasswd); fi
+	if ((want_plain || want_tls || want_gitea || want_token)); then cmds+=(docker-registry); fi
+	if ((want_tls || want_gitea)); then cmds+=(htpasswd); fi
 	require_cmds "${cmds[@]}"
 
 	normalize_root
@@ -562,8 +595,8 @@ do_start() {
 	# On any failure below, do not leave half a rig running.
 	trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what was started"; do_stop; fi' EXIT
 
-	local plain_port tls_port token_reg_port token_port
-	read -r plain_port tls_port token_reg_port token_port <<<"$(free_ports 4)"
+	local plain_port tls_port token_reg_port token_port gitea_port
+	read -r plain_port tls_port token_reg_port token_port gitea_port <<<"$(free_ports 5)"
 
 	ENV_LINES=()
 	add_env IDPB_TEST_SERVICES 1
@@ -571,6 +604,7 @@ do_start() {
 	# Registries first: they are quick, and docker/podman probes are slower.
 	if ((want_plain)); then start_plain "$plain_port"; fi
 	if ((want_tls)); then start_tls "$tls_port"; fi
+	if ((want_gitea)); then start_gitea "$gitea_port"; fi
 	if ((want_token)); then start_token "$token_reg_port" "$token_port"; fi
 	if ((want_docker)); then start_docker; fi
 	if ((want_podman)); then start_podman; fi
@@ -595,7 +629,7 @@ main() {
 		log "stopped (data and logs kept in $ROOT)"
 		;;
 	*)
-		echo "usage: $0 start [docker|podman|plain|tls|token]... | stop" >&2
+		echo "usage: $0 start [docker|podman|plain|tls|gitea|token]... | stop" >&2
 		exit 2
 		;;
 	esac

@@ -22,14 +22,31 @@ pub fn run(argv: Vec<std::ffi::OsString>) -> i32 {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let invocation = Invocation::from_argv0(&argv0);
+    if let Some(words) = crate::completions::complete_request(&argv) {
+        print!("{}", crate::completions::complete(invocation, &words));
+        return exit_code::SUCCESS;
+    }
+    let format = crate::output::format_in_argv(&argv);
     let command = match cli::parse(invocation, argv) {
         Ok(command) => command,
         Err(error) => {
-            let _ = error.print();
             return match error.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit_code::SUCCESS,
-                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit_code::FAILURE,
-                _ => exit_code::FAILURE,
+                ErrorKind::DisplayHelp => {
+                    let _ = error.print();
+                    exit_code::SUCCESS
+                }
+                ErrorKind::DisplayVersion => {
+                    println!("{}", version_text());
+                    exit_code::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    exit_code::FAILURE
+                }
+                _ => {
+                    crate::output::print_usage_error(format, &error, exit_code::FAILURE);
+                    exit_code::FAILURE
+                }
             };
         }
     };
@@ -38,27 +55,31 @@ pub fn run(argv: Vec<std::ffi::OsString>) -> i32 {
             println!("{}", version_text());
             exit_code::SUCCESS
         }
-        Command::Push(args) => run_push(&args),
+        Command::Push(args) => match args.completions {
+            Some(shell) => {
+                crate::completions::print_script(shell, invocation);
+                exit_code::SUCCESS
+            }
+            None => run_push(&args),
+        },
     }
 }
 
+/// `--version` and `kubectl idpbuilder version`: one text for both.
 pub fn version_text() -> String {
-    format!("idpbuilder-push {}", env!("CARGO_PKG_VERSION"))
+    crate::version::text()
 }
 
 fn run_push(args: &cli::PushArgs) -> i32 {
     crate::redact::install_panic_hook();
     init_logging(args.log_level);
-    let reporter = Arc::new(Reporter::new(args.quiet));
+    let reporter = Arc::new(Reporter::for_stderr(
+        args.quiet,
+        args.output,
+        args.log_level == LogLevel::Debug,
+    ));
     let result = config::from_args(args, args.password_from_command_line, &mut ProcessStdin)
-        .and_then(|config| {
-            for warning in &config.warnings {
-                reporter.warn(warning);
-            }
-            if std::env::var_os("IDPBUILDER_PUSH_TEST_PANIC").is_some() {
-                // Hidden: proves in tests that panic messages are filtered.
-                panic_with_configuration(&config);
-            }
+        .and_then(|request| {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -66,24 +87,80 @@ fn run_push(args: &cli::PushArgs) -> i32 {
                     image: args.image.clone(),
                     detail: format!("cannot start the async runtime: {error}"),
                 })?;
-            let outcome = runtime.block_on(push_until_interrupted(&config, Arc::clone(&reporter)));
+            let outcome = runtime.block_on(resolve_and_push(request, Arc::clone(&reporter)));
             // Blocking readers of the export may still wait on the daemon.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             outcome
         });
     match result {
-        Ok(outcome) => {
-            println!("{}", outcome.pinned);
+        Ok((outcome, cluster)) => {
+            reporter.clear();
+            print_result(args.output, &outcome, cluster.as_ref(), reporter.elapsed());
+            if let Some(cluster) = cluster.filter(|cluster| cluster.registry_is_gitea) {
+                reporter.info(&format!(
+                    "Pods in the cluster (context {}) pull it as {}",
+                    cluster.context, outcome.pinned
+                ));
+            }
+            reporter.finish(outcome.layers.iter().map(|layer| layer.status));
             exit_code::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {}", crate::redact::filter(&error.render()));
-            if let Some(hint) = error.hint() {
-                eprintln!("\nhint: {}", crate::redact::filter(&hint));
-            }
+            reporter.clear();
+            let hint = error.hint().map(|hint| crate::redact::filter(&hint));
+            crate::output::print_error(
+                args.output,
+                &crate::redact::filter(&error.render()),
+                hint.as_deref(),
+                error.exit_code(),
+            );
             error.exit_code()
         }
     }
+}
+
+/// The result on stdout: the pinned reference, or one JSON object.
+fn print_result(
+    format: crate::output::OutputFormat,
+    outcome: &crate::push::PushOutcome,
+    cluster: Option<&crate::target::ClusterUsed>,
+    duration: std::time::Duration,
+) {
+    use crate::output::{ClusterResult, OutputFormat, PushResult};
+    match format {
+        OutputFormat::Text => println!("{}", outcome.pinned),
+        OutputFormat::Json => {
+            // A cluster was used when the push went to its Gitea.
+            let cluster = cluster
+                .filter(|cluster| cluster.registry_is_gitea)
+                .map(|cluster| ClusterResult {
+                    context: cluster.context.clone(),
+                    localbuild: cluster.localbuild.clone(),
+                });
+            println!(
+                "{}",
+                PushResult::new(outcome, cluster, None, duration).to_json()
+            );
+        }
+    }
+}
+
+/// Consults the cluster, settles the target, then pushes.
+async fn resolve_and_push(
+    request: config::PushRequest,
+    reporter: Arc<Reporter>,
+) -> Result<(crate::push::PushOutcome, Option<crate::target::ClusterUsed>), Error> {
+    let (target, cluster) = crate::target::resolve(&request, &reporter).await?;
+    let config = request.finish(target)?;
+    for warning in &config.warnings {
+        reporter.warn(warning);
+    }
+    if std::env::var_os("IDPBUILDER_PUSH_TEST_PANIC").is_some() {
+        // Hidden: proves in tests that panic messages are filtered.
+        panic_with_configuration(&config);
+    }
+    let outcome = push_until_interrupted(&config, reporter).await?;
+    Ok((outcome, cluster))
 }
 
 fn panic_with_configuration(config: &config::PushConfig) -> ! {

@@ -57,37 +57,22 @@ pub enum Command {
     Version,
 }
 
-const AFTER_HELP: &str = "\
-Examples:
-  # Push into the Gitea registry of the local idpbuilder cluster
-  kubectl idpbuilder push myapp:latest
-
-  # Push to any registry, reading the password from stdin
-  echo \"$TOKEN\" | idpbuilder-push --registry https://registry.example.com/team \\
-      --username ci --password-stdin myapp:1.2.0
-
-  # A local plain-HTTP registry
-  idpbuilder-push --registry http://127.0.0.1:5000 myapp
-
-  # Choose the destination repository and tag
-  idpbuilder-push --registry http://127.0.0.1:5000 --to tools/web:v2 myapp:latest
-
-Environment:
-  IDPBUILDER_REGISTRY_URL, IDPBUILDER_REGISTRY_USERNAME, IDPBUILDER_REGISTRY_PASSWORD,
-  IDPBUILDER_REGISTRY_TOKEN, IDPBUILDER_REGISTRY_INSECURE, IDPBUILDER_REGISTRY_CA_FILE,
-  IDPBUILDER_PUSH_NO_CACHE, DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG.
-  Flags take precedence over environment variables.";
-
 /// The push flags, as typed. Validation into a usable configuration happens in
 /// `config`, so that these stay a plain description of the command line.
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// Local image to push: NAME[:TAG] or NAME@sha256:DIGEST
-    #[arg(value_name = "IMAGE")]
+    // Required unless --completions asks for a script; empty then.
+    #[arg(
+        value_name = "IMAGE",
+        required_unless_present = "completions",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub image: String,
 
-    /// Registry URL; its scheme picks the protocol and its path is the namespace
-    /// (https://r.example/team -> r.example/team/IMAGE)
+    /// Registry URL (default: the idpbuilder cluster's Gitea); its scheme picks
+    /// the protocol and its path is the namespace (https://r.example/team -> r.example/team/IMAGE)
     #[arg(short = 'r', long, env = "IDPBUILDER_REGISTRY_URL", value_name = "URL")]
     pub registry: Option<String>,
 
@@ -106,7 +91,7 @@ pub struct PushArgs {
     pub password: Option<SecretString>,
 
     /// Read the registry password from standard input
-    #[arg(long, conflicts_with_all = ["password", "token_stdin"])]
+    #[arg(long, conflicts_with = "token_stdin")]
     pub password_stdin: bool,
 
     /// Pre-issued bearer token for the registry
@@ -120,7 +105,7 @@ pub struct PushArgs {
     pub token: Option<SecretString>,
 
     /// Read the bearer token from standard input
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long)]
     pub token_stdin: bool,
 
     /// Skip TLS certificate verification (prints a warning naming the host)
@@ -130,6 +115,18 @@ pub struct PushArgs {
     /// Trust this PEM certificate authority in addition to the system roots
     #[arg(long, env = "IDPBUILDER_REGISTRY_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+
+    /// Kubeconfig file of the idpbuilder cluster (default: KUBECONFIG, then ~/.kube/config)
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context of the idpbuilder cluster (default: the current context)
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Localbuild resource to use when the cluster has several (default: the only one, else localdev)
+    #[arg(long, value_name = "NAME")]
+    pub localbuild: Option<String>,
 
     /// Destination REPOSITORY[:TAG] below the registry, instead of the derived name
     #[arg(long, value_name = "REPOSITORY[:TAG]")]
@@ -171,9 +168,26 @@ pub struct PushArgs {
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
+    /// Print the result as text (the pinned reference) or json (one object; errors as one on stderr)
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t = crate::output::OutputFormat::Text)]
+    pub output: crate::output::OutputFormat,
+
+    /// Print the completion script for SHELL (bash, zsh or fish) and exit
+    // Not `exclusive`: that would count flags set through environment variables.
+    #[arg(long, value_enum, value_name = "SHELL", conflicts_with = "image")]
+    pub completions: Option<crate::completions::CompletionShell>,
+
     /// Whether --password came from argv (visible in `ps`), not the env var.
     #[arg(skip)]
     pub password_from_command_line: bool,
+
+    /// Whether --token came from argv, not the env var.
+    #[arg(skip)]
+    pub token_from_command_line: bool,
+
+    /// Whether --username came from argv, not the env var.
+    #[arg(skip)]
+    pub username_from_command_line: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,7 +218,6 @@ struct PluginCli {
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Push a local image to the cluster's Gitea registry (or any OCI registry)
-    #[command(after_help = AFTER_HELP)]
     Push(Box<PushArgs>),
     /// Print version information
     Version,
@@ -213,12 +226,34 @@ enum PluginCommand {
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Push a local Docker or Podman image to an idpbuilder cluster's registry or any OCI registry",
-    after_help = AFTER_HELP
+    about = "Push a local Docker or Podman image to an idpbuilder cluster's registry or any OCI registry"
 )]
 struct PushCli {
     #[command(flatten)]
     args: Box<PushArgs>,
+}
+
+/// The command line grammar of the name the program was invoked under, with
+/// kubectl-style help for that name.
+pub fn command_for(invocation: Invocation) -> clap::Command {
+    use clap::CommandFactory;
+    let name = invocation.display_name();
+    let push_help = |command: clap::Command| {
+        command
+            .about(crate::help::PUSH_ABOUT)
+            .help_template(crate::help::push_template(name))
+            .override_usage(crate::help::push_usage(name))
+            .next_line_help(true)
+    };
+    match invocation {
+        Invocation::KubectlPlugin => PluginCli::command()
+            .propagate_version(true)
+            .help_template(crate::help::plugin_template())
+            .mut_subcommand("push", push_help),
+        Invocation::Standalone | Invocation::KubectlPush => {
+            push_help(PushCli::command().name(name).bin_name(name))
+        }
+    }
 }
 
 /// Parses argv according to the name the program was invoked under.
@@ -227,16 +262,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     match invocation {
         Invocation::KubectlPlugin => {
-            let matches = PluginCli::command().try_get_matches_from(argv)?;
+            let matches = command_for(invocation).try_get_matches_from(argv)?;
             let cli = PluginCli::from_arg_matches(&matches)?;
             Ok(match cli.command {
                 PluginCommand::Push(mut args) => {
                     if let Some(("push", push_matches)) = matches.subcommand() {
                         args.password_from_command_line =
                             from_command_line(push_matches, "password");
+                        args.token_from_command_line = from_command_line(push_matches, "token");
+                        args.username_from_command_line =
+                            from_command_line(push_matches, "username");
                     }
                     Command::Push(args)
                 }
@@ -244,13 +282,11 @@ where
             })
         }
         Invocation::Standalone | Invocation::KubectlPush => {
-            let name = invocation.display_name();
-            let matches = PushCli::command()
-                .name(name)
-                .bin_name(name)
-                .try_get_matches_from(argv)?;
+            let matches = command_for(invocation).try_get_matches_from(argv)?;
             let mut cli = PushCli::from_arg_matches(&matches)?;
             cli.args.password_from_command_line = from_command_line(&matches, "password");
+            cli.args.token_from_command_line = from_command_line(&matches, "token");
+            cli.args.username_from_command_line = from_command_line(&matches, "username");
             Ok(Command::Push(cli.args))
         }
     }

@@ -9,12 +9,13 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::cli::PushArgs;
+use crate::cluster::ClusterOptions;
 use crate::error::Error;
 use crate::manifest::Platform;
 use crate::reference::{self, Destination, DestinationRequest, LocalReference};
 use crate::registry::{self, Credentials, RegistryConfig, Trust};
 
-/// A validated push.
+/// A validated push, with its registry settled.
 #[derive(Debug)]
 pub struct PushConfig {
     pub image: LocalReference,
@@ -28,6 +29,46 @@ pub struct PushConfig {
     pub quiet: bool,
     /// Said on stderr before the push starts (insecure mode, visible password).
     pub warnings: Vec<String>,
+}
+
+/// The command line, validated, before the cluster is consulted: the
+/// registry, credentials and trust may still come from the cluster.
+#[derive(Debug)]
+pub struct PushRequest {
+    pub image: LocalReference,
+    /// `--registry`: the base URL and the namespace (its path).
+    pub registry: Option<(Url, Option<String>)>,
+    /// From flags or environment; `Anonymous` when none were given.
+    pub credentials: Credentials,
+    pub insecure: bool,
+    /// `--ca-file` certificates.
+    pub ca_certificates: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    pub to: Option<String>,
+    pub cluster: ClusterOptions,
+    settings: Settings,
+}
+
+/// What the command line fixes whatever the registry turns out to be.
+#[derive(Debug)]
+struct Settings {
+    platform: Option<Platform>,
+    compression_level: u32,
+    compression_threads: usize,
+    cache_directory: Option<PathBuf>,
+    quiet: bool,
+    warnings: Vec<String>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    chunk_size: u64,
+}
+
+/// Where the push goes, once the cluster (if any) was consulted.
+#[derive(Debug)]
+pub struct Target {
+    pub base_url: Url,
+    pub namespace: Option<String>,
+    pub credentials: Credentials,
+    pub trust: Trust,
 }
 
 /// Where standard input comes from, so `--password-stdin` is testable.
@@ -49,7 +90,7 @@ pub fn from_args(
     args: &PushArgs,
     password_on_command_line: bool,
     stdin: &mut dyn Stdin,
-) -> Result<PushConfig, Error> {
+) -> Result<PushRequest, Error> {
     let image = LocalReference::parse(&args.image)?;
     let mut warnings = Vec::new();
     let credentials = credentials(args, stdin)?;
@@ -58,33 +99,29 @@ pub fn from_args(
             "--password on the command line is visible to other users (shell history, ps); use --password-stdin or IDPBUILDER_REGISTRY_PASSWORD".to_owned(),
         );
     }
-    let registry_url = args.registry.as_deref().ok_or_else(|| {
-        Error::usage(
-            "no registry given",
-            Some("pass --registry URL (or set IDPBUILDER_REGISTRY_URL), e.g. --registry https://gitea.cnoe.localtest.me:8443"),
-        )
-    })?;
-    let (base_url, namespace) = parse_registry_url(registry_url)?;
-    let host = registry::host_of(&base_url);
-    let destination = reference::destination(
-        &image,
-        &DestinationRequest {
-            registry_host: &host,
-            registry_path: namespace.as_deref(),
-            username: credentials.username(),
-            explicit: args.to.as_deref(),
-        },
-    )?;
-    let trust = if args.insecure {
-        warnings.push(format!(
-            "--insecure: TLS certificates of {host} are not verified; anyone on the network path could read the credentials"
-        ));
-        Trust::Insecure
-    } else if let Some(path) = &args.ca_file {
-        Trust::SystemAnd(registry::tls::read_ca_file(path)?)
-    } else {
-        Trust::System
-    };
+    let registry = args
+        .registry
+        .as_deref()
+        .map(parse_registry_url)
+        .transpose()?;
+    if let Some((base_url, namespace)) = &registry {
+        // Names are checked now, before anything is read or sent; a namespace
+        // from the cluster's username is checked again once it is known.
+        reference::destination(
+            &image,
+            &DestinationRequest {
+                registry_host: &registry::host_of(base_url),
+                registry_path: namespace.as_deref(),
+                username: credentials.username(),
+                explicit: args.to.as_deref(),
+            },
+        )?;
+    }
+    let ca_certificates = args
+        .ca_file
+        .as_deref()
+        .map(registry::tls::read_ca_file)
+        .transpose()?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
     let cache_directory = if args.no_cache {
         None
@@ -94,30 +131,96 @@ pub fn from_args(
             std::env::var_os("HOME").map(PathBuf::from).as_deref(),
         )
     };
-    Ok(PushConfig {
-        registry: RegistryConfig {
-            base_url,
-            repository: destination.repository().to_owned(),
-            credentials,
-            trust,
+    Ok(PushRequest {
+        image,
+        registry,
+        credentials,
+        insecure: args.insecure,
+        ca_certificates,
+        to: args.to.clone(),
+        cluster: ClusterOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            localbuild: args.localbuild.clone(),
+            ..ClusterOptions::default()
+        },
+        settings: Settings {
+            platform,
+            compression_level: args.compression_level,
+            compression_threads: args
+                .compression_threads
+                .map(usize::from)
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+                }),
+            cache_directory,
+            quiet: args.quiet,
+            warnings,
             connect_timeout: Duration::from_secs(args.connect_timeout),
             idle_timeout: Duration::from_secs(args.idle_timeout),
-            retry: retry_policy(),
             chunk_size: args.chunk_size * 1024 * 1024,
-            on_retry: None,
         },
-        image,
-        destination,
-        platform,
-        compression_level: args.compression_level,
-        compression_threads: args
-            .compression_threads
-            .map(usize::from)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get())),
-        cache_directory,
-        quiet: args.quiet,
-        warnings,
     })
+}
+
+impl PushRequest {
+    pub fn quiet(&self) -> bool {
+        self.settings.quiet
+    }
+
+    /// Trust for `base_url` from the flags alone: `--insecure` (warned about),
+    /// `--ca-file`, else the system roots.
+    pub fn flag_trust(&self, base_url: &Url) -> Option<Trust> {
+        if self.insecure {
+            Some(Trust::Insecure)
+        } else {
+            self.ca_certificates
+                .clone()
+                .map(Trust::SystemAnd)
+                .or_else(|| (base_url.scheme() == "http").then_some(Trust::System))
+        }
+    }
+
+    /// The push configuration once the target is known.
+    pub fn finish(self, target: Target) -> Result<PushConfig, Error> {
+        let host = registry::host_of(&target.base_url);
+        let destination = reference::destination(
+            &self.image,
+            &DestinationRequest {
+                registry_host: &host,
+                registry_path: target.namespace.as_deref(),
+                username: target.credentials.username(),
+                explicit: self.to.as_deref(),
+            },
+        )?;
+        let mut warnings = self.settings.warnings;
+        if matches!(target.trust, Trust::Insecure) {
+            warnings.push(format!(
+                "--insecure: TLS certificates of {host} are not verified; anyone on the network path could read the credentials"
+            ));
+        }
+        Ok(PushConfig {
+            registry: RegistryConfig {
+                base_url: target.base_url,
+                repository: destination.repository().to_owned(),
+                credentials: target.credentials,
+                trust: target.trust,
+                connect_timeout: self.settings.connect_timeout,
+                idle_timeout: self.settings.idle_timeout,
+                retry: retry_policy(),
+                chunk_size: self.settings.chunk_size,
+                on_retry: None,
+            },
+            image: self.image,
+            destination,
+            platform: self.settings.platform,
+            compression_level: self.settings.compression_level,
+            compression_threads: self.settings.compression_threads,
+            cache_directory: self.settings.cache_directory,
+            quiet: self.settings.quiet,
+            warnings,
+        })
+    }
 }
 
 /// The backoff base can be shortened for tests through a hidden variable, so
@@ -151,6 +254,20 @@ fn credentials(args: &PushArgs, stdin: &mut dyn Stdin) -> Result<Credentials, Er
         }
         Ok(SecretString::from(secret))
     };
+    // The stdin forms are flags: they beat the environment variables, but two
+    // flags for the same secret are a usage error.
+    if args.password_stdin && args.password_from_command_line {
+        return Err(Error::usage(
+            "--password and --password-stdin were both given",
+            Some("keep --password-stdin: a password on the command line is visible to other users"),
+        ));
+    }
+    if args.token_stdin && args.token_from_command_line {
+        return Err(Error::usage(
+            "--token and --token-stdin were both given",
+            Some("keep --token-stdin: a token on the command line is visible to other users"),
+        ));
+    }
     let password = if args.password_stdin {
         Some(from_stdin(stdin, "--password-stdin")?)
     } else {
@@ -164,7 +281,21 @@ fn credentials(args: &PushArgs, stdin: &mut dyn Stdin) -> Result<Credentials, Er
     for secret in password.iter().chain(token.iter()) {
         crate::redact::register(secret);
     }
-    match (token, args.username.as_deref(), password) {
+    // Flags beat environment variables across kinds too: a token flag wins
+    // over a password from the environment, and the other way round.
+    let token_flag = args.token_from_command_line || args.token_stdin;
+    let password_flag = args.password_from_command_line || args.password_stdin;
+    let (token, password) = match (token, password) {
+        (Some(token), Some(_)) if token_flag && !password_flag => (Some(token), None),
+        (Some(_), Some(password)) if password_flag && !token_flag => (None, Some(password)),
+        other => other,
+    };
+    let username = if token.is_some() && token_flag && !args.username_from_command_line {
+        None
+    } else {
+        args.username.as_deref()
+    };
+    match (token, username, password) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(Error::usage(
             "a token cannot be combined with a username or password",
             Some("use either --token (bearer) or --username with --password; check the IDPBUILDER_REGISTRY_* environment variables too"),
@@ -277,6 +408,19 @@ mod tests {
         assert!(!format!("{error:?}").contains("sentinel-pw"));
     }
 
+    /// The config a push without a cluster gets: everything from the flags.
+    fn without_cluster(parsed: &PushArgs, stdin: &mut dyn Stdin) -> Result<PushConfig, Error> {
+        let request = from_args(parsed, parsed.password_from_command_line, stdin)?;
+        let (base_url, namespace) = request.registry.clone().expect("tests pass --registry");
+        let target = Target {
+            trust: request.flag_trust(&base_url).unwrap_or(Trust::System),
+            credentials: request.credentials.clone(),
+            base_url,
+            namespace,
+        };
+        request.finish(target)
+    }
+
     #[test]
     fn destination_uses_lowercased_username_as_namespace() {
         let parsed = args(&[
@@ -288,7 +432,7 @@ mod tests {
             "x",
             "myapp:v1",
         ]);
-        let config = from_args(&parsed, true, &mut FakeStdin(None)).unwrap();
+        let config = without_cluster(&parsed, &mut FakeStdin(None)).unwrap();
         assert_eq!(
             config.destination.to_string(),
             "gitea.cnoe.localtest.me:8443/giteaadmin/myapp:v1"
@@ -298,6 +442,13 @@ mod tests {
             .warnings
             .iter()
             .any(|warning| warning.contains("--password-stdin")));
+    }
+
+    #[test]
+    fn invalid_names_are_refused_before_the_cluster_is_asked() {
+        let parsed = args(&["-r", "https://r.example/Team", "myapp"]);
+        let error = from_args(&parsed, false, &mut FakeStdin(None)).unwrap_err();
+        assert!(matches!(error, Error::Reference(_)), "{error:?}");
     }
 
     #[test]
@@ -315,7 +466,7 @@ mod tests {
     #[test]
     fn password_stdin_reads_and_trims_and_rejects_empty_input() {
         let parsed = args(&["-r", "http://h:1", "-u", "me", "--password-stdin", "img"]);
-        let config = from_args(&parsed, false, &mut FakeStdin(Some("s3cret\n"))).unwrap();
+        let config = without_cluster(&parsed, &mut FakeStdin(Some("s3cret\n"))).unwrap();
         match &config.registry.credentials {
             Credentials::Basic { password, .. } => assert_eq!(password.expose_secret(), "s3cret"),
             other => panic!("{other:?}"),
@@ -326,9 +477,8 @@ mod tests {
 
     #[test]
     fn insecure_warns_naming_the_host() {
-        let config = from_args(
+        let config = without_cluster(
             &args(&["-r", "https://r.example:8443", "--insecure", "img"]),
-            false,
             &mut FakeStdin(None),
         )
         .unwrap();
@@ -340,8 +490,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_registry_is_a_usage_error_with_a_hint() {
-        let error = from_args(&args(&["img"]), false, &mut FakeStdin(None)).unwrap_err();
-        assert!(error.hint().unwrap().contains("--registry"));
+    fn https_without_trust_flags_is_left_to_the_cluster() {
+        let request = from_args(
+            &args(&["-r", "https://r.example", "img"]),
+            false,
+            &mut FakeStdin(None),
+        )
+        .unwrap();
+        let (url, _) = request.registry.clone().unwrap();
+        assert!(
+            request.flag_trust(&url).is_none(),
+            "the cluster may pin its certificate"
+        );
+        let request = from_args(
+            &args(&["-r", "http://r.example", "img"]),
+            false,
+            &mut FakeStdin(None),
+        )
+        .unwrap();
+        let (url, _) = request.registry.clone().unwrap();
+        assert!(matches!(request.flag_trust(&url), Some(Trust::System)));
     }
 }

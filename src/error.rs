@@ -1,6 +1,7 @@
 //! The program's error: every failure a user can cause, its message, its
 //! `hint:`, and the one table that maps it to an exit code.
 
+use crate::cluster::ClusterError;
 use crate::daemon::DaemonError;
 use crate::export::ExportError;
 use crate::manifest::ManifestError;
@@ -26,6 +27,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     #[error(transparent)]
@@ -66,6 +69,7 @@ impl Error {
         match self {
             Error::Usage { hint, .. } => hint.clone(),
             Error::Reference(error) => error.hint(),
+            Error::Cluster(error) => error.hint(),
             Error::Daemon(error) => error.hint(),
             Error::Registry(error) => error.hint(),
             Error::Tls(error) => error.hint(),

@@ -61,7 +61,9 @@ impl RegistryError {
         match self {
             RegistryError::Unreachable { source, .. } | RegistryError::Request { source, .. } => {
                 let chain = error_chain_text(source);
-                if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+                if chain.contains("pinned certificate") {
+                    Some("the registry presented another certificate than the idpbuilder cluster's: --registry may name a host that is not the cluster's Gitea, or the cluster was recreated since (check `kubectl get localbuild`)".to_owned())
+                } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
                     Some("the registry's TLS certificate is not trusted: pass its CA with --ca-file PATH (or --insecure to skip verification)".to_owned())
                 } else if source.is_connect() {
                     Some("check that the registry is running and that --registry names the right host, port and scheme (http:// or https://)".to_owned())

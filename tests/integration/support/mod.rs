@@ -311,6 +311,8 @@ impl Push {
             .collect();
         command.env_clear().envs(kept);
         command.env("DOCKER_HOST", &services().docker_host);
+        // No cluster unless a test provides one: a kubeconfig that does not exist.
+        command.env("KUBECONFIG", "/nonexistent/idpbuilder-push-test/kubeconfig");
         let cache = TempDir::new("cache");
         command.env("XDG_CACHE_HOME", cache.path());
         Push {
