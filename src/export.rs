@@ -23,8 +23,9 @@ const MAX_DOCUMENT: u64 = 8 << 20;
 pub trait BlobUploads {
     /// Whether the registry already holds a blob (for blobs named by digest).
     fn has_blob(&mut self, digest: &str) -> bool;
-    /// Opens a streamed upload of one blob.
-    fn open(&mut self, label: &str) -> Box<dyn BlobWriter>;
+    /// Opens a streamed upload of one blob; `input_size` is the archive entry's
+    /// size (uncompressed for a layer that is compressed on the way), for progress.
+    fn open(&mut self, label: &str, input_size: u64) -> Box<dyn BlobWriter>;
 }
 
 pub trait BlobWriter {
@@ -139,6 +140,7 @@ pub fn walk(
         uploads,
         diff_ids,
         result: ExportResult::default(),
+        entry_size: 0,
     };
     let outcome = walk_entries(reader, &mut walker);
     (walker.result, outcome)
@@ -169,6 +171,8 @@ struct Walker<'a, 'b> {
     uploads: &'b mut dyn BlobUploads,
     diff_ids: HashSet<&'a str>,
     result: ExportResult,
+    /// Size of the archive entry being read, for upload progress.
+    entry_size: u64,
 }
 
 impl Walker<'_, '_> {
@@ -179,6 +183,7 @@ impl Walker<'_, '_> {
         size: u64,
         entry: &mut dyn Read,
     ) -> Result<(), ExportError> {
+        self.entry_size = size;
         match kind {
             EntryKind::Blob(digest) | EntryKind::LegacyConfig(digest)
                 if digest == self.plan.image.id =>
@@ -237,7 +242,7 @@ impl Walker<'_, '_> {
         path: &str,
     ) -> Result<(), ExportError> {
         let label = expected.unwrap_or(path);
-        let mut writer = self.uploads.open(label);
+        let mut writer = self.uploads.open(label, self.entry_size);
         let layer = compress::compress_layer(self.pool, entry, |chunk| writer.write(chunk))?;
         if let Some(expected) = expected {
             if layer.diff_id != expected {
@@ -314,7 +319,7 @@ impl Walker<'_, '_> {
         reader: &mut dyn Read,
         path: &str,
     ) -> Result<u64, ExportError> {
-        let mut writer = self.uploads.open(digest);
+        let mut writer = self.uploads.open(digest, self.entry_size);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         loop {

@@ -25,12 +25,20 @@ use known::Known;
 use uploads::export_and_upload;
 
 /// A finished push.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PushOutcome {
     /// `host/ns/name:tag@sha256:...`
     pub pinned: String,
     pub digest: String,
     pub media_type: String,
+    /// Bytes of the manifest document `digest` names.
+    pub manifest_size: u64,
+    /// host[:port] of the registry.
+    pub registry: String,
+    /// The repository inside the registry, e.g. "giteaadmin/myapp".
+    pub repository: String,
+    /// None when pushed by digest.
+    pub tag: Option<String>,
     pub layers: Vec<LayerOutcome>,
     /// False when every blob was already in the registry and nothing was exported.
     pub exported: bool,
@@ -63,6 +71,7 @@ pub async fn push(
         daemon.endpoint().endpoint,
         config.destination
     ));
+    reporter.layer_count(image.diff_ids.len());
     let containerd_store = is_containerd_store(&image);
     if !containerd_store {
         check_platform(&image, config.platform.as_ref())?;
@@ -233,6 +242,10 @@ async fn push_classic(
     Ok(PushOutcome {
         pinned: config.destination.pinned(&digest),
         digest,
+        manifest_size: manifest.bytes.len() as u64,
+        registry: config.destination.registry().to_owned(),
+        repository: config.destination.repository().to_owned(),
+        tag: config.destination.tag().map(str::to_owned),
         media_type: manifest.media_type,
         layers: outcomes,
         exported: exported.is_some(),

@@ -83,6 +83,10 @@ pub async fn push_as_stored(
     Ok(PushOutcome {
         pinned: config.destination.pinned(&digest),
         digest,
+        manifest_size: manifest.bytes.len() as u64,
+        registry: config.destination.registry().to_owned(),
+        repository: config.destination.repository().to_owned(),
+        tag: config.destination.tag().map(str::to_owned),
         media_type: manifest.media_type,
         layers: outcomes,
         exported: true,

@@ -10,12 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::compress::{BlockCompressor, CompressError};
+use crate::compress::{BlockCompressor, CompressError, BLOCK_SIZE};
 use crate::config::PushConfig;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::export::{self, BlobUploads, BlobWriter, ExportPlan, ExportResult, UploadedLayer};
-use crate::output::{short_digest, LayerStatus, Reporter};
+use crate::output::{short_digest, LayerProgress, Reporter};
 use crate::registry::{Registry, RegistryError, UploadSession};
 
 /// A failed pass, with the layers it uploaded in full (kept by the next pass).
@@ -127,11 +127,11 @@ impl BlobUploads for UploadBridge {
         )
     }
 
-    fn open(&mut self, label: &str) -> Box<dyn BlobWriter> {
-        let (sender, receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    fn open(&mut self, label: &str, input_size: u64) -> Box<dyn BlobWriter> {
+        let (sender, receiver) = mpsc::channel::<(Bytes, u64)>(CHANNEL_CHUNKS);
         let (done, finished) = oneshot::channel();
         let label = short_digest(label).to_owned();
-        self.reporter.layer_started(&label);
+        let progress = self.reporter.layer_started(input_size);
         let spare = self
             .spare_sessions
             .lock()
@@ -143,26 +143,32 @@ impl BlobUploads for UploadBridge {
             receiver,
             finished,
             label,
-            Arc::clone(&self.reporter),
+            progress,
         );
         self.tasks.push(self.runtime.spawn(task));
         Box::new(ChannelWriter {
             sender: Some(sender),
             done: Some(done),
+            input_left: input_size,
         })
     }
 }
 
+/// Sends each chunk with the bytes of input it stands for: every chunk is one
+/// block of the archive entry (a gzip member of one block, or the block itself).
 struct ChannelWriter {
-    sender: Option<mpsc::Sender<Bytes>>,
+    sender: Option<mpsc::Sender<(Bytes, u64)>>,
     done: Option<oneshot::Sender<(String, u64)>>,
+    input_left: u64,
 }
 
 impl BlobWriter for ChannelWriter {
     fn write(&mut self, chunk: Vec<u8>) -> Result<(), CompressError> {
         let sender = self.sender.as_ref().ok_or(CompressError::OutputClosed)?;
+        let input = self.input_left.min(BLOCK_SIZE as u64);
+        self.input_left -= input;
         sender
-            .blocking_send(Bytes::from(chunk))
+            .blocking_send((Bytes::from(chunk), input))
             .map_err(|_| CompressError::OutputClosed)
     }
 
@@ -178,10 +184,10 @@ impl BlobWriter for ChannelWriter {
 async fn upload_stream(
     registry: Arc<Registry>,
     spare: Option<UploadSession>,
-    mut receiver: mpsc::Receiver<Bytes>,
+    mut receiver: mpsc::Receiver<(Bytes, u64)>,
     finished: oneshot::Receiver<(String, u64)>,
     label: String,
-    reporter: Arc<Reporter>,
+    mut progress: LayerProgress,
 ) -> Result<Option<String>, RegistryError> {
     let action = format!(
         "uploading layer {label} to {}/{}",
@@ -199,9 +205,15 @@ async fn upload_stream(
     loop {
         let next = receiver.recv().await;
         let at_end = next.is_none();
-        if let Some(bytes) = next {
+        if let Some((bytes, input)) = next {
+            progress.read(input);
             let mut bytes = bytes;
             while !bytes.is_empty() {
+                if chunk.capacity() == 0 {
+                    // One exact allocation per chunk: growing by doubling would
+                    // hold up to twice the chunk size.
+                    chunk.reserve(chunk_size);
+                }
                 let room = chunk_size - chunk.len();
                 let taken = bytes.split_to(room.min(bytes.len()));
                 chunk.extend_from_slice(&taken);
@@ -209,6 +221,7 @@ async fn upload_stream(
                     registry
                         .append(&mut session, chunk.split().freeze(), &action)
                         .await?;
+                    progress.sent(chunk_size as u64);
                 }
             }
         }
@@ -217,14 +230,16 @@ async fn upload_stream(
         }
     }
     if !chunk.is_empty() {
+        let sent = chunk.len() as u64;
         registry
             .append(&mut session, chunk.split().freeze(), &action)
             .await?;
+        progress.sent(sent);
     }
     match finished.await {
         Ok((digest, size)) => {
             registry.finish_upload(session, &digest, size).await?;
-            reporter.layer_done(short_digest(&digest), LayerStatus::Pushed, size);
+            progress.pushed(&digest, size);
             Ok(Some(digest))
         }
         Err(_) => {
