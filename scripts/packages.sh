@@ -16,11 +16,12 @@ declare -A PKG_CMD=(
 	[openssl]=openssl
 	[curl]=curl
 	[python3]=python3
+	[time]=/usr/bin/time
 )
 
 ensure_packages() {
 	local missing=() pkg
-	for pkg in docker.io containerd docker-registry podman skopeo apache2-utils openssl curl python3; do
+	for pkg in docker.io containerd docker-registry podman skopeo apache2-utils openssl curl python3 time; do
 		command -v "${PKG_CMD[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
 	done
 	# dockerd alone is not enough: we also drive it with the docker CLI.

@@ -133,6 +133,7 @@ fn bearer_token_registry_with_username_and_password() {
 fn bearer_token_registry_with_a_wrong_password_asks_for_a_token_once() {
     let services = services();
     let tag = build(&unique("tokenbad"));
+    let _counting = crate::support::token_failures_lock();
     let failures_before = services.issuer.failed_auth();
     Push::new()
         .args([
@@ -149,4 +150,63 @@ fn bearer_token_registry_with_a_wrong_password_asks_for_a_token_once() {
         1,
         "no retry storm"
     );
+}
+
+#[test]
+fn a_pre_issued_bearer_token_is_sent_as_is() {
+    let services = services();
+    let name = unique("pretoken");
+    let tag = build(&name);
+    let token = services
+        .issuer
+        .mint_token(&[&format!("repository:team/{name}:pull,push")], 300)
+        .expect("a token");
+    let run = Push::new()
+        .args([
+            "--registry",
+            &format!("http://{}/team", services.token_registry),
+            "--token-stdin",
+            &tag,
+        ])
+        .stdin(format!("{token}\n").as_bytes())
+        .run();
+    run.success();
+    assert!(!run.stderr.contains(&token), "the token is never printed");
+}
+
+#[test]
+fn credentials_never_follow_an_upload_redirect_to_another_host() {
+    use crate::support::proxy::{Proxy, Recorder, Rule};
+    let services = services();
+    let tag = build(&unique("redirect"));
+    let recorder = Recorder::start().expect("a recorder on 127.0.0.2");
+    let proxy = Proxy::start(&services.token_registry).expect("proxy");
+    proxy.add_rule(Rule::redirect_uploads_to(&recorder.base_url()).times(usize::MAX));
+    let run = Push::new()
+        .env("IDPBUILDER_PUSH_RETRY_BASE_MS", "1")
+        .args(["--registry", &format!("http://{}/team", proxy.address())])
+        .args(["-u", &services.token_user])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &services.token_password)
+        .arg(&tag)
+        .run();
+    let received = recorder.requests();
+    assert!(
+        !received.is_empty(),
+        "the upload went to the other host: {}",
+        run.stderr
+    );
+    for request in received {
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "{} {} carried credentials",
+            request.method,
+            request.path
+        );
+    }
+    // The registry itself did get authorised requests.
+    assert!(proxy
+        .requests()
+        .iter()
+        .any(|request| request.header("authorization").is_some()));
 }

@@ -194,6 +194,15 @@ fn a_proxy_413_is_explained_with_the_request_size() {
 
 #[test]
 fn sigint_during_an_upload_leaves_no_tag_and_no_session() {
+    interrupted_upload(2, 130);
+}
+
+#[test]
+fn sigterm_during_an_upload_exits_143_and_leaves_no_tag() {
+    interrupted_upload(15, 143);
+}
+
+fn interrupted_upload(signal: i32, expected_code: i32) {
     let name = unique("sigint");
     let (tag, _) = image(&name, 2 * 1024 * 1024);
     let proxy = proxy();
@@ -236,12 +245,12 @@ fn sigint_during_an_upload_leaves_no_tag_and_no_session() {
     );
     let interrupted = Instant::now();
     // SAFETY: plain kill(2) on our own child.
-    unsafe { kill(child.id() as i32, 2) };
+    unsafe { kill(child.id() as i32, signal) };
     let output = child.wait_with_output().unwrap();
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(
         output.status.code(),
-        Some(130),
+        Some(expected_code),
         "signal {:?}, stderr: {}",
         output.status.signal(),
         String::from_utf8_lossy(&output.stderr)

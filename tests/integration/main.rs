@@ -5,12 +5,16 @@
 mod support;
 
 mod auth;
+mod big;
 mod cache;
+mod cluster;
 mod errors;
 mod faults;
 mod krew;
 mod layouts;
 mod manifests;
+mod output;
 mod podman;
 mod push;
+mod real_cluster;
 mod secrets;

@@ -87,6 +87,13 @@ pub fn services() -> &'static Services {
     })
 }
 
+/// Serialises tests that count failed logins at the shared token issuer, so
+/// that one test's failures are not counted in another's.
+pub fn token_failures_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A name no other test (or earlier run) uses: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
