@@ -556,7 +556,7 @@ fn kubectl_idpbuilder_push_reaches_the_program_through_either_name() {
         );
         let help = String::from_utf8_lossy(&output.stdout);
         assert!(
-            help.contains("Usage: kubectl idpbuilder push"),
+            help.contains("Usage:\n  kubectl idpbuilder push [options] IMAGE"),
             "{names:?}:\n{help}"
         );
     }
