@@ -156,6 +156,14 @@ pub struct PushArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
 
+    /// Seconds each Kubernetes API request may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub kube_timeout: u64,
+
+    /// Seconds the container daemon may take to answer an API call
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub daemon_timeout: u64,
+
     /// Do not read or write the local layer cache
     #[arg(long, env = "IDPBUILDER_PUSH_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_cache: bool,

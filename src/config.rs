@@ -27,6 +27,8 @@ pub struct PushConfig {
     /// `None` when the cache is disabled.
     pub cache_directory: Option<PathBuf>,
     pub quiet: bool,
+    /// Longest wait for a daemon API answer (exports get longer).
+    pub daemon_timeout: Duration,
     /// Said on stderr before the push starts (insecure mode, visible password).
     pub warnings: Vec<String>,
 }
@@ -59,6 +61,7 @@ struct Settings {
     warnings: Vec<String>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    daemon_timeout: Duration,
     chunk_size: u64,
 }
 
@@ -142,7 +145,7 @@ pub fn from_args(
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
             localbuild: args.localbuild.clone(),
-            ..ClusterOptions::default()
+            timeout: Duration::from_secs(args.kube_timeout),
         },
         settings: Settings {
             platform,
@@ -158,6 +161,7 @@ pub fn from_args(
             warnings,
             connect_timeout: Duration::from_secs(args.connect_timeout),
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            daemon_timeout: Duration::from_secs(args.daemon_timeout),
             chunk_size: args.chunk_size * 1024 * 1024,
         },
     })
@@ -218,6 +222,7 @@ impl PushRequest {
             compression_threads: self.settings.compression_threads,
             cache_directory: self.settings.cache_directory,
             quiet: self.settings.quiet,
+            daemon_timeout: self.settings.daemon_timeout,
             warnings,
         })
     }

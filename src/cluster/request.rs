@@ -44,7 +44,22 @@ impl Cluster {
             None => builder.list(&ListParams::default()),
         }
         .map_err(|error| Failure::Error(self.response_error(action, &error.to_string())))?;
-        match tokio::time::timeout(self.timeout, self.client.request_text(request)).await {
+        let started = std::time::Instant::now();
+        let shown = format!("{} {}", request.method(), request.uri().path());
+        let outcome = tokio::time::timeout(self.timeout, self.client.request_text(request)).await;
+        // The trace names the request and how it ended, never the body.
+        let ended = match &outcome {
+            Ok(Ok(_)) => "ok".to_owned(),
+            Ok(Err(kube::Error::Api(status))) => format!("{} {}", status.code, status.reason),
+            Ok(Err(_)) => "failed".to_owned(),
+            Err(_) => "timed out".to_owned(),
+        };
+        tracing::debug!(
+            "kube -> {shown} ({}): {ended} in {} ms",
+            self.context,
+            started.elapsed().as_millis()
+        );
+        match outcome {
             Ok(Ok(text)) => Ok(text),
             Ok(Err(error)) => Err(self.classify(action, error)),
             Err(_elapsed) => Err(Failure::Error(ClusterError::Unreachable {

@@ -99,13 +99,12 @@ pub struct Daemon {
 
 /// bollard counts its request timeout to the first response byte; the classic
 /// store stages a whole export on disk before sending it, so exports get long.
-const API_TIMEOUT_SECONDS: u64 = 120;
 const EXPORT_TIMEOUT_SECONDS: u64 = 3600;
 
 impl Daemon {
     /// Resolves the endpoint like the docker CLI, connects and negotiates the API
     /// version (bollard pins a recent one that older daemons refuse).
-    pub async fn connect() -> Result<Daemon, DaemonError> {
+    pub async fn connect(timeout: Duration) -> Result<Daemon, DaemonError> {
         let resolved = endpoint::resolve(&endpoint::SystemEnvironment)?;
         tracing::debug!(
             "container daemon: {} (from {})",
@@ -120,12 +119,12 @@ impl Daemon {
         let docker = match &resolved.endpoint {
             Endpoint::Unix(path) => Docker::connect_with_unix(
                 &path.to_string_lossy(),
-                API_TIMEOUT_SECONDS,
+                timeout.as_secs(),
                 bollard::API_DEFAULT_VERSION,
             ),
             Endpoint::Tcp { host, tls: false } => Docker::connect_with_http(
                 &format!("http://{host}"),
-                API_TIMEOUT_SECONDS,
+                timeout.as_secs(),
                 bollard::API_DEFAULT_VERSION,
             ),
             Endpoint::Tcp { tls: true, .. } => {
@@ -150,7 +149,20 @@ impl Daemon {
         candidates: &[String],
     ) -> Result<ImageInfo, DaemonError> {
         for candidate in candidates {
-            match self.docker.inspect_image(candidate).await {
+            let started = std::time::Instant::now();
+            let result = self.docker.inspect_image(candidate).await;
+            tracing::debug!(
+                "daemon -> GET /images/{candidate}/json: {} in {} ms",
+                match &result {
+                    Ok(_) => "200".to_owned(),
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code, ..
+                    }) => status_code.to_string(),
+                    Err(error) => error.to_string(),
+                },
+                started.elapsed().as_millis()
+            );
+            match result {
                 Ok(inspect) => return Ok(image_info(candidate, inspect)),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
@@ -179,6 +191,7 @@ impl Daemon {
     ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
         let mut docker = self.docker.clone();
         docker.set_timeout(Duration::from_secs(EXPORT_TIMEOUT_SECONDS));
+        tracing::debug!("daemon -> GET /images/{name}/get (export stream)");
         docker.export_image(name).map_err(std::io::Error::other)
     }
 }

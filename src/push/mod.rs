@@ -60,7 +60,7 @@ pub async fn push(
     reporter: Arc<Reporter>,
     registry_slot: &RegistrySlot,
 ) -> Result<PushOutcome, Error> {
-    let daemon = Daemon::connect().await?;
+    let daemon = Daemon::connect(config.daemon_timeout).await?;
     let image = daemon
         .inspect(&config.image.to_string(), &config.image.daemon_candidates())
         .await?;
