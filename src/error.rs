@@ -18,6 +18,18 @@ pub mod exit_code {
     pub const TERMINATED: i32 = 143;
 }
 
+/// An error and all its causes, joined by ": ", for messages and retry decisions.
+pub fn chain_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]

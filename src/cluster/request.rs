@@ -113,7 +113,7 @@ impl Cluster {
                 source: Some(Box::new(error)),
             },
             kube::Error::HyperError(_) | kube::Error::Service(_) => {
-                let chain = error_chain_text(&error);
+                let chain = crate::error::chain_text(&error);
                 if chain.contains("invalid peer certificate") {
                     ClusterError::ApiServerCertificate {
                         context,
@@ -138,7 +138,7 @@ impl Cluster {
                 context,
                 server,
                 action: Box::new(action.clone()),
-                detail: error_chain_text(&other),
+                detail: crate::error::chain_text(&other),
             },
         };
         Failure::Error(error)
@@ -152,15 +152,4 @@ impl Cluster {
             detail: detail.to_owned(),
         }
     }
-}
-
-fn error_chain_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

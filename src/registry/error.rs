@@ -1,8 +1,6 @@
 //! Registry errors: what failed, against which URL, and the hint that fixes it.
 //! URLs in messages never carry userinfo or query strings.
 
-use std::error::Error as _;
-
 use reqwest::{Response, StatusCode};
 use url::Url;
 
@@ -60,7 +58,7 @@ impl RegistryError {
     pub fn hint(&self) -> Option<String> {
         match self {
             RegistryError::Unreachable { source, .. } | RegistryError::Request { source, .. } => {
-                let chain = error_chain_text(source);
+                let chain = crate::error::chain_text(source);
                 if chain.contains("pinned certificate") {
                     Some("the registry presented another certificate than the idpbuilder cluster's: --registry may name a host that is not the cluster's Gitea, or the cluster was recreated since (check `kubectl get localbuild`)".to_owned())
                 } else if chain.contains("certificate") || chain.contains("UnknownIssuer") {
@@ -105,17 +103,6 @@ impl RegistryError {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, RegistryError::Unauthorized { .. })
     }
-}
-
-pub(super) fn error_chain_text(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A URL as it may appear in messages: no userinfo, no query (upload `_state`

@@ -23,8 +23,8 @@ use tokio::sync::Mutex;
 use url::Url;
 
 pub use auth::{Challenge, Credentials};
+use error::status_error;
 pub use error::{describe_error_body, display_url, RegistryError};
-use error::{error_chain_text, status_error};
 pub use retry::RetryPolicy;
 pub use tls::{TlsError, Trust};
 pub use upload::{Mount, UploadSession};
@@ -333,7 +333,7 @@ impl Registry {
                     )
                 }
                 Err(source) => {
-                    let text = error_chain_text(&source);
+                    let text = crate::error::chain_text(&source);
                     trace::failure(&method, url, &text, started);
                     if !retry::is_transient_error(&source) || replay == Replay::Never {
                         return Err(RegistryError::Request {

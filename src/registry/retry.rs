@@ -56,7 +56,7 @@ pub fn is_transient_error(error: &reqwest::Error) -> bool {
     if error.is_builder() || error.is_redirect() || error.is_decode() {
         return false;
     }
-    let chain = error_text(error);
+    let chain = crate::error::chain_text(error);
     if chain.contains("certificate")
         || chain.contains("InvalidCertificate")
         || chain.contains("UnknownIssuer")
@@ -64,17 +64,6 @@ pub fn is_transient_error(error: &reqwest::Error) -> bool {
         return false;
     }
     error.is_timeout() || error.is_connect() || error.is_request() || error.is_body()
-}
-
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `Retry-After` as seconds (the HTTP-date form is rare from registries and

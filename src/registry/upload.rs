@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::error::{display_url, error_chain_text, status_error};
+use super::error::{display_url, status_error};
 use super::{retry, Registry, RegistryError, Replay};
 
 /// An open upload: where to send the next bytes, and how many the registry has.
@@ -183,7 +183,7 @@ impl Registry {
         let response = match result {
             Ok(response) => response,
             Err(RegistryError::Request { source, .. }) if retry::is_transient_error(&source) => {
-                return Err(PatchFailure::Transient(error_chain_text(&source)))
+                return Err(PatchFailure::Transient(crate::error::chain_text(&source)))
             }
             Err(error) => return Err(PatchFailure::Final(error)),
         };
