@@ -325,7 +325,7 @@ describe_machine() {
 		printf 'docker CLI\t%s\n' "$(docker version -f '{{.Client.Version}}' 2>/dev/null)"
 		printf 'skopeo\t%s\n' "$(skopeo --version | awk '{print $3}')"
 		printf 'registry\t%s\n' "$(docker-registry --version 2>/dev/null | awk '{print $2, $3}')"
-		printf 'idpbuilder-push\t%s (%s%s)%s\n' "$("$bin" --version 2>/dev/null | awk '{print $NF}')" \
+		printf 'idpbuilder-push\t%s (%s%s)%s\n' "$("$bin" --version 2>/dev/null | head -n 1 | awk '{print $NF}')" \
 			"$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
 			"$(git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes')" \
 			"${ours_args:+ args: ${ours_args[*]}}"
