@@ -69,7 +69,12 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
         path: path.to_owned(),
         source,
     })?;
-    let certificates = CertificateDer::pem_slice_iter(&bytes)
+    parse_ca_pem(&bytes, path)
+}
+
+/// The certificates of PEM text read from `path` (named in errors).
+pub fn parse_ca_pem(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::InvalidPem {
             path: path.to_owned(),
@@ -96,14 +101,17 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TlsError> {
     let config = match trust {
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
+            .with_custom_certificate_verifier(Arc::new(CustomVerifier {
+                check: CertificateCheck::AnyCertificate,
+                provider,
+            }))
             .with_no_client_auth(),
         Trust::Pinned(certificate) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCertificate::new(
-                certificate.clone(),
+            .with_custom_certificate_verifier(Arc::new(CustomVerifier {
+                check: CertificateCheck::Pinned(certificate.clone()),
                 provider,
-            )))
+            }))
             .with_no_client_auth(),
         Trust::System | Trust::SystemAnd(_) => {
             let mut roots = system_roots();
@@ -129,74 +137,23 @@ fn system_roots() -> RootCertStore {
     roots
 }
 
-/// `--insecure`: any certificate passes, but handshake signatures are still checked
-/// so the connection is at least with the holder of the presented key.
+/// The two certificate checks rustls's webpki cannot do for us. Handshake
+/// signatures are verified in both cases, so the connection is with the
+/// holder of the presented key.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
-    provider: Arc<CryptoProvider>,
+enum CertificateCheck {
+    /// `--insecure`: any certificate passes.
+    AnyCertificate,
+    /// An idpbuilder cluster's ingress certificate: CA:TRUE and served as the
+    /// leaf, which webpki refuses even as a root. Exactly that certificate
+    /// passes, for the right name, within its validity.
+    Pinned(CertificateDer<'static>),
 }
 
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts exactly one certificate, byte for byte, as the server's end entity.
-/// Pinning replaces the chain-of-trust check only: the host name must still be
-/// among the certificate's subject alternative names, the current time within
-/// its validity period, and the handshake signed by its key.
 #[derive(Debug)]
-struct PinnedCertificate {
-    pinned: CertificateDer<'static>,
+struct CustomVerifier {
+    check: CertificateCheck,
     provider: Arc<CryptoProvider>,
-}
-
-impl PinnedCertificate {
-    fn new(pinned: CertificateDer<'static>, provider: Arc<CryptoProvider>) -> PinnedCertificate {
-        PinnedCertificate { pinned, provider }
-    }
 }
 
 /// The server presented a certificate other than the pinned one.
@@ -220,7 +177,7 @@ impl std::fmt::Debug for NotThePinnedCertificate {
 
 impl std::error::Error for NotThePinnedCertificate {}
 
-impl ServerCertVerifier for PinnedCertificate {
+impl ServerCertVerifier for CustomVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -229,7 +186,11 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() != self.pinned.as_ref() {
+        let pinned = match &self.check {
+            CertificateCheck::AnyCertificate => return Ok(ServerCertVerified::assertion()),
+            CertificateCheck::Pinned(pinned) => pinned,
+        };
+        if end_entity.as_ref() != pinned.as_ref() {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(NotThePinnedCertificate)),
             )));
@@ -420,16 +381,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_without_certificates_is_rejected_with_a_hint() {
-        let directory = std::env::temp_dir().join(format!("idpb-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let path = directory.join("empty.pem");
-        std::fs::write(&path, "not a certificate\n").unwrap();
-        let error = read_ca_file(&path).unwrap_err();
+    fn text_without_certificates_is_rejected_with_a_hint() {
+        let path = Path::new("/etc/ssl/empty.pem");
+        let error = parse_ca_pem(b"not a certificate\n", path).unwrap_err();
         assert!(matches!(error, TlsError::NoCertificate { .. }), "{error:?}");
         assert!(error.to_string().contains("empty.pem"));
         assert!(error.hint().unwrap().contains("BEGIN CERTIFICATE"));
-        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn pem_certificates_are_all_read() {
+        let first = rcgen::generate_simple_self_signed(vec!["a.example".to_owned()]).unwrap();
+        let second = rcgen::generate_simple_self_signed(vec!["b.example".to_owned()]).unwrap();
+        let text = format!("{}{}", first.cert.pem(), second.cert.pem());
+        let certificates = parse_ca_pem(text.as_bytes(), Path::new("ca.pem")).unwrap();
+        assert_eq!(certificates.len(), 2);
+        assert_eq!(certificates[0].as_ref(), first.cert.der().as_ref());
     }
 
     #[test]
@@ -492,7 +459,10 @@ mod tests {
             presented: &CertificateDer<'static>,
             host: &str,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            let verifier = PinnedCertificate::new(pinned.clone(), crypto_provider());
+            let verifier = CustomVerifier {
+                check: CertificateCheck::Pinned(pinned.clone()),
+                provider: crypto_provider(),
+            };
             verifier.verify_server_cert(
                 presented,
                 &[],
