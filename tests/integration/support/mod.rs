@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod fake_daemon;
+pub mod http_server;
 pub mod kube_server;
 pub mod layouts;
 pub mod proxy;
