@@ -440,3 +440,69 @@ fn an_api_server_signed_by_another_ca_is_not_trusted() {
         .failure(1)
         .stderr_contains("kind-localdev");
 }
+
+#[test]
+fn kubeconfig_lists_merge_skip_missing_files_and_the_first_current_context_wins() {
+    let gitea = gitea();
+    let rig = Rig::start(cluster_state(&gitea, Some(true), true));
+    // First file: a dead cluster as current context; second: the live one.
+    let first = rig.directory.path().join("first");
+    let entry = rig.server.unreachable_entry("kind-gone");
+    crate::support::kube_server::write_kubeconfig_multi(&first, &[entry], "kind-gone").unwrap();
+    let second = rig.directory.path().join("config");
+    let list = format!(
+        "/nonexistent/kubeconfig:{}:{}",
+        first.display(),
+        second.display()
+    );
+    Push::new()
+        .env("KUBECONFIG", &list)
+        .arg(image())
+        .run()
+        .failure(1)
+        .stderr_contains("kind-gone");
+    Push::new()
+        .env("KUBECONFIG", &list)
+        .args(["--context", "kind-localdev"])
+        .arg(image())
+        .run()
+        .success();
+}
+
+#[test]
+fn an_unknown_context_lists_the_available_ones_and_a_stale_current_one_is_absent() {
+    let gitea = gitea();
+    let rig = Rig::start(cluster_state(&gitea, Some(true), true));
+    let kubeconfig = rig.directory.path().join("stale");
+    let entry = rig.server.kubeconfig_entry("kind-localdev");
+    crate::support::kube_server::write_kubeconfig_multi(&kubeconfig, &[entry], "gone").unwrap();
+    Push::new()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--context", "kind-nope"])
+        .arg(image())
+        .run()
+        .failure(1)
+        .stderr_contains("\"kind-nope\" not found")
+        .stderr_contains("available contexts: kind-localdev");
+    let services = crate::support::services();
+    Push::new()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--registry", &format!("http://{}/team", services.plain)])
+        .arg(image())
+        .run()
+        .success()
+        .stderr_contains("No idpbuilder cluster was consulted");
+}
+
+#[test]
+fn a_broken_kubeconfig_names_the_file() {
+    let directory = TempDir::new("broken-kubeconfig");
+    let broken = directory.path().join("broken");
+    std::fs::write(&broken, "clusters: [unclosed\n").unwrap();
+    Push::new()
+        .args(["--kubeconfig", &broken.to_string_lossy()])
+        .arg(image())
+        .run()
+        .failure(1)
+        .stderr_contains(&broken.to_string_lossy());
+}
