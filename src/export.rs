@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compress::{self, BlockCompressor, CompressError, BLOCK_SIZE};
 use crate::daemon::ImageInfo;
+use crate::legacy::LegacyLayers;
 use crate::manifest::{self, Document};
 
 /// Largest JSON document (config, manifest, index) kept in memory.
@@ -46,6 +47,12 @@ pub struct ExportPlan {
     /// Digests of compressed blobs to upload, once the platform's manifest is
     /// known; `None` uploads every compressed blob seen before it is known.
     pub platform: Option<manifest::Platform>,
+    /// Stop reading as soon as every layer is uploaded or present and the
+    /// config is read (or `need_config` is false): the rest of the export is
+    /// not needed (classic store only; the containerd store needs its index).
+    pub stop_when_complete: bool,
+    /// Whether the config must be read from the export (the registry lacks it).
+    pub need_config: bool,
 }
 
 /// A layer compressed and uploaded during the walk.
@@ -91,8 +98,11 @@ enum EntryKind {
     LegacyConfig(String),
     /// `<hex>.tar` at the root (Podman names layers by diffID)
     NamedLayer(String),
-    /// `<v1 id>/layer.tar` (legacy; which layer it is shows only once hashed)
-    LegacyLayer,
+    /// `<v1 id>/json` (legacy): tells which layer the directory holds
+    LegacyJson(String),
+    /// `<v1 id>/layer.tar` (legacy; which layer it is shows in its `json`, else
+    /// only once hashed)
+    LegacyLayer(String),
     Ignored,
 }
 
@@ -118,8 +128,14 @@ fn classify(path: &str) -> EntryKind {
             return EntryKind::NamedLayer(format!("sha256:{hex}"));
         }
     }
-    if path.ends_with("/layer.tar") {
-        return EntryKind::LegacyLayer;
+    if let Some((directory, file)) = path.split_once('/') {
+        if is_sha256_hex(directory) {
+            match file {
+                "json" => return EntryKind::LegacyJson(directory.to_owned()),
+                "layer.tar" => return EntryKind::LegacyLayer(directory.to_owned()),
+                _ => {}
+            }
+        }
     }
     EntryKind::Ignored
 }
@@ -139,6 +155,8 @@ pub fn walk(
         pool,
         uploads,
         diff_ids,
+        legacy: LegacyLayers::new(&plan.image.diff_ids),
+        identified: HashMap::new(),
         result: ExportResult::default(),
         entry_size: 0,
     };
@@ -161,6 +179,10 @@ fn walk_entries(reader: impl Read, walker: &mut Walker) -> Result<(), ExportErro
             .into_owned();
         let size = entry.size();
         walker.entry(classify(&path), &path, size, &mut entry)?;
+        if walker.plan.stop_when_complete && walker.complete() {
+            tracing::debug!("the export holds nothing more that is needed: stop reading it");
+            break;
+        }
     }
     Ok(())
 }
@@ -170,6 +192,9 @@ struct Walker<'a, 'b> {
     pool: &'a BlockCompressor,
     uploads: &'b mut dyn BlobUploads,
     diff_ids: HashSet<&'a str>,
+    legacy: LegacyLayers,
+    /// Legacy directories whose `json` proved which layer they hold.
+    identified: HashMap<String, String>,
     result: ExportResult,
     /// Size of the archive entry being read, for upload progress.
     entry_size: u64,
@@ -204,10 +229,46 @@ impl Walker<'_, '_> {
                 }
             }
             EntryKind::Blob(digest) => self.other_blob(digest, entry, path)?,
-            EntryKind::LegacyLayer => self.legacy_layer(entry, size, path)?,
+            EntryKind::LegacyJson(directory) => {
+                let document = read_document(entry, path)?;
+                if let Some(diff_id) = self.legacy.identify(&directory, &document) {
+                    self.identified.insert(directory, diff_id);
+                }
+            }
+            EntryKind::LegacyLayer(directory) => match self.identified.get(&directory).cloned() {
+                Some(diff_id) => self.identified_layer(entry, diff_id, path)?,
+                None => self.legacy_layer(entry, size, path)?,
+            },
             EntryKind::LegacyConfig(_) | EntryKind::NamedLayer(_) | EntryKind::Ignored => {}
         }
         Ok(())
+    }
+
+    /// Whether everything the push needs has been read: each layer uploaded or
+    /// in the registry, and the config read unless the registry has it.
+    fn complete(&self) -> bool {
+        (self.result.config.is_some() || !self.plan.need_config)
+            && self.plan.image.diff_ids.iter().all(|diff_id| {
+                self.plan.present.contains_key(diff_id) || self.result.layers.contains_key(diff_id)
+            })
+    }
+
+    /// A legacy `layer.tar` whose directory proved which layer it holds: a
+    /// layer the registry has (or that was uploaded already) is not even read.
+    fn identified_layer(
+        &mut self,
+        entry: &mut dyn Read,
+        diff_id: String,
+        path: &str,
+    ) -> Result<(), ExportError> {
+        if self.plan.present.contains_key(&diff_id) {
+            self.result.skipped.insert(diff_id);
+            Ok(())
+        } else if self.result.layers.contains_key(&diff_id) {
+            Ok(())
+        } else {
+            self.compress(entry, Some(&diff_id), path)
+        }
     }
 
     /// A legacy `layer.tar` does not say which layer it is. When its size is
@@ -420,11 +481,15 @@ mod tests {
         ));
         assert!(matches!(
             classify(&format!("{hex}/layer.tar")),
-            EntryKind::LegacyLayer
+            EntryKind::LegacyLayer(d) if d == hex
         ));
         assert!(matches!(
             classify(&format!("./{hex}/layer.tar")),
-            EntryKind::LegacyLayer
+            EntryKind::LegacyLayer(d) if d == hex
+        ));
+        assert!(matches!(
+            classify(&format!("{hex}/json")),
+            EntryKind::LegacyJson(d) if d == hex
         ));
         for ignored in [
             "manifest.json",
@@ -432,7 +497,7 @@ mod tests {
             "oci-layout",
             "repositories",
             "blobs/sha256/short",
-            &format!("{hex}/json"),
+            "short/layer.tar",
             &format!("{hex}/VERSION"),
         ] {
             assert!(matches!(classify(ignored), EntryKind::Ignored), "{ignored}");

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod error;
 pub mod export;
 pub mod help;
+pub mod legacy;
 pub mod manifest;
 pub mod output;
 pub mod push;

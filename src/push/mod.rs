@@ -163,6 +163,8 @@ async fn push_classic(
                 .collect(),
             match_sizes: true,
             platform: None,
+            stop_when_complete: true,
+            need_config: config_size.is_none(),
         };
         exported = Some(
             export_in_passes(

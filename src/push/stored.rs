@@ -30,6 +30,8 @@ pub async fn push_as_stored(
         present: HashMap::new(),
         match_sizes: false,
         platform: config.platform.clone(),
+        stop_when_complete: false,
+        need_config: false,
     };
     let spare_sessions = Arc::new(Mutex::new(Vec::new()));
     let result = export_and_upload(config, daemon, registry, &plan, reporter, &spare_sessions)

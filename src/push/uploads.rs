@@ -58,6 +58,8 @@ pub async fn export_and_upload(
         present: plan.present.clone(),
         match_sizes: plan.match_sizes,
         platform: plan.platform.clone(),
+        stop_when_complete: plan.stop_when_complete,
+        need_config: plan.need_config,
     };
     let ((result, walked), uploads) = tokio::task::spawn_blocking(move || {
         let pool = BlockCompressor::new(threads, level);
