@@ -3,6 +3,10 @@
 //! equals anyone else's, so without this a push could not know a layer is
 //! already there without exporting and compressing it again.
 //!
+//! It also remembers the manifest last pushed for each image ID and repository,
+//! so an unchanged image is pushed again with a manifest HEAD (and at most a
+//! PUT of the same bytes) instead of a HEAD per blob.
+//!
 //! The cache only ever saves time: every entry is checked with a HEAD request
 //! before it is trusted, and an unreadable file is ignored with a warning.
 
@@ -23,10 +27,26 @@ pub struct CachedLayer {
     pub repositories: BTreeSet<String>,
 }
 
+/// The manifest last pushed for an image to one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedManifest {
+    pub digest: String,
+    pub media_type: String,
+    /// The manifest document byte for byte (JSON, hence UTF-8).
+    pub manifest: String,
+    /// The push settings that shaped the manifest (e.g. "gzip"): an entry
+    /// only answers a push with the same variant.
+    pub variant: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
     version: u32,
     layers: BTreeMap<String, CachedLayer>,
+    /// Image ID -> repository -> the manifest last pushed there. Absent in
+    /// files written before it existed.
+    #[serde(default)]
+    images: BTreeMap<String, BTreeMap<String, CachedManifest>>,
 }
 
 /// The cache of one registry.
@@ -60,9 +80,8 @@ impl LayerCache {
                     path.display()
                 )),
             ),
-            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
-                Ok(file) if file.version == FORMAT_VERSION => (file, None),
-                Ok(_) => (CacheFile::default(), None),
+            Ok(bytes) => match decode(&bytes) {
+                Ok(file) => (file, None),
                 Err(error) => (
                     CacheFile::default(),
                     Some(format!(
@@ -79,6 +98,11 @@ impl LayerCache {
             },
             warning,
         )
+    }
+
+    /// The cache file, for messages; `None` when the cache is disabled.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     pub fn lookup(&self, diff_id: &str) -> Option<&CachedLayer> {
@@ -105,21 +129,69 @@ impl LayerCache {
         }
     }
 
+    /// The manifest last pushed for `image_id` to `repository`, when it was
+    /// pushed with the same `variant`.
+    pub fn manifest(
+        &self,
+        image_id: &str,
+        repository: &str,
+        variant: &str,
+    ) -> Option<&CachedManifest> {
+        self.file
+            .images
+            .get(image_id)?
+            .get(repository)
+            .filter(|entry| entry.variant == variant)
+    }
+
+    /// Records the manifest just pushed for `image_id` to `repository`.
+    pub fn record_manifest(&mut self, image_id: &str, repository: &str, entry: CachedManifest) {
+        self.file
+            .images
+            .entry(image_id.to_owned())
+            .or_default()
+            .insert(repository.to_owned(), entry);
+    }
+
+    /// Drops the manifest entry of `image_id` in `repository` (it is corrupt).
+    pub fn forget_manifest(&mut self, image_id: &str, repository: &str) {
+        if let Some(repositories) = self.file.images.get_mut(image_id) {
+            repositories.remove(repository);
+            if repositories.is_empty() {
+                self.file.images.remove(image_id);
+            }
+        }
+    }
+
     /// Writes the cache atomically (temporary file, then rename), so a crash
     /// never leaves half a file.
     pub fn save(&mut self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        self.file.version = FORMAT_VERSION;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(std::io::Error::other)?;
+        let bytes = encode(&mut self.file)?;
         std::fs::write(&temporary, bytes)?;
         std::fs::rename(&temporary, path)
     }
+}
+
+/// The file's contents; a file of another format version is an empty cache.
+fn decode(bytes: &[u8]) -> Result<CacheFile, serde_json::Error> {
+    let file = serde_json::from_slice::<CacheFile>(bytes)?;
+    Ok(if file.version == FORMAT_VERSION {
+        file
+    } else {
+        CacheFile::default()
+    })
+}
+
+fn encode(file: &mut CacheFile) -> std::io::Result<Vec<u8>> {
+    file.version = FORMAT_VERSION;
+    serde_json::to_vec_pretty(file).map_err(std::io::Error::other)
 }
 
 /// The XDG cache directory of this program: `$XDG_CACHE_HOME/idpbuilder-push`,
@@ -183,6 +255,72 @@ mod tests {
         );
         cache.forget("sha256:d1", "team/c");
         assert!(cache.lookup("sha256:d1").unwrap().repositories.is_empty());
+    }
+
+    fn manifest(digest: &str, variant: &str) -> CachedManifest {
+        CachedManifest {
+            digest: digest.to_owned(),
+            media_type: "application/vnd.docker.distribution.manifest.v2+json".to_owned(),
+            manifest: "{\"schemaVersion\":2}".to_owned(),
+            variant: variant.to_owned(),
+        }
+    }
+
+    #[test]
+    fn images_survive_an_encode_decode_round_trip() {
+        let mut file = CacheFile::default();
+        file.layers
+            .insert("sha256:d1".to_owned(), layer("sha256:c1"));
+        let mut cache = LayerCache { path: None, file };
+        cache.record_manifest("sha256:i1", "team/a", manifest("sha256:m1", "gzip"));
+        cache.record_manifest("sha256:i1", "team/b", manifest("sha256:m2", "gzip"));
+        let bytes = encode(&mut cache.file).unwrap();
+        let cache = LayerCache {
+            path: None,
+            file: decode(&bytes).unwrap(),
+        };
+        assert_eq!(
+            cache.manifest("sha256:i1", "team/a", "gzip"),
+            Some(&manifest("sha256:m1", "gzip"))
+        );
+        assert_eq!(
+            cache
+                .manifest("sha256:i1", "team/b", "gzip")
+                .unwrap()
+                .digest,
+            "sha256:m2"
+        );
+        assert_eq!(cache.lookup("sha256:d1"), Some(&layer("sha256:c1")));
+        assert_eq!(cache.manifest("sha256:i1", "team/c", "gzip"), None);
+        assert_eq!(
+            cache.manifest("sha256:i1", "team/a", "zstd"),
+            None,
+            "another variant is another manifest"
+        );
+    }
+
+    #[test]
+    fn files_without_images_still_load() {
+        let old = br#"{"version":1,"layers":{"sha256:d1":{"digest":"sha256:c1","size":10,
+            "media_type":"application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "uncompressed_size":20,"repositories":["team/a"]}}}"#;
+        let mut cache = LayerCache {
+            path: None,
+            file: decode(old).unwrap(),
+        };
+        assert_eq!(cache.lookup("sha256:d1").unwrap().digest, "sha256:c1");
+        assert_eq!(cache.manifest("sha256:i1", "team/a", "gzip"), None);
+        cache.record_manifest("sha256:i1", "team/a", manifest("sha256:m1", "gzip"));
+        cache.forget_manifest("sha256:i1", "team/a");
+        let text = String::from_utf8(encode(&mut cache.file).unwrap()).unwrap();
+        assert!(text.contains("\"images\": {}"), "{text}");
+    }
+
+    #[test]
+    fn files_of_another_version_are_empty() {
+        let file = decode(br#"{"version":99,"layers":{},"images":{}}"#).unwrap();
+        assert!(file.layers.is_empty() && file.images.is_empty());
+        assert!(decode(b"{ not json").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+mod again;
 mod known;
 mod stored;
 mod uploads;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::cache::{CachedLayer, LayerCache};
+use crate::cache::{CachedLayer, CachedManifest, LayerCache};
 use crate::config::PushConfig;
 use crate::daemon::{Daemon, ImageInfo};
 use crate::error::Error;
@@ -87,16 +88,30 @@ pub async fn push(
     let outcome = if containerd_store {
         stored::push_as_stored(config, &daemon, &image, &registry, &reporter).await?
     } else {
-        let known = known::known_layers(&registry, &mut cache, &image).await?;
-        push_classic(
-            config, &daemon, &image, &registry, known, &mut cache, &reporter,
-        )
-        .await?
+        let variant = manifest_variant(config);
+        let again =
+            again::push_again(config, &image, &registry, &mut cache, variant, &reporter).await?;
+        match again {
+            Some(outcome) => outcome,
+            None => {
+                let known = known::known_layers(&registry, &mut cache, &image).await?;
+                push_classic(
+                    config, &daemon, &image, &registry, known, &mut cache, &reporter,
+                )
+                .await?
+            }
+        }
     };
     if let Err(error) = cache.save() {
         reporter.warn(&format!("could not save the layer cache: {error}"));
     }
     Ok(outcome)
+}
+
+/// The push settings that shape the classic manifest (the layers' compression):
+/// a cached manifest is reused only by a push with the same variant.
+fn manifest_variant(_config: &PushConfig) -> &'static str {
+    "gzip"
 }
 
 /// The containerd store reports the index (or manifest) digest as the image ID;
@@ -241,6 +256,18 @@ async fn push_classic(
     let config_descriptor = upload_config(image, registry, config_size, exported.as_ref()).await?;
     let manifest = manifest::docker_manifest(&config_descriptor, &layers);
     let digest = put_manifest(config, registry, &manifest).await?;
+    if let Ok(text) = String::from_utf8(manifest.bytes.clone()) {
+        cache.record_manifest(
+            &image.id,
+            registry.repository(),
+            CachedManifest {
+                digest: digest.clone(),
+                media_type: manifest.media_type.clone(),
+                manifest: text,
+                variant: manifest_variant(config).to_owned(),
+            },
+        );
+    }
     Ok(PushOutcome {
         pinned: config.destination.pinned(&digest),
         digest,

@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
@@ -408,6 +408,41 @@ impl Registry {
                     .and_then(|value| value.parse().ok())
                     .unwrap_or(0),
             )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(status_error(&action, response).await),
+        }
+    }
+
+    /// `HEAD` a manifest by tag or digest, accepting `accept` (media types):
+    /// the digest the registry reports for it, `None` when the repository has
+    /// no such manifest (404) or the answer names no digest.
+    pub async fn manifest_digest(
+        &self,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<Option<String>, RegistryError> {
+        let url = self.url(&format!(
+            "/v2/{}/manifests/{reference}",
+            self.config.repository
+        ));
+        let separator = if reference.contains(':') { '@' } else { ':' };
+        let action = format!(
+            "checking the manifest {}/{}{separator}{reference}",
+            self.host(),
+            self.config.repository
+        );
+        let accept = accept.join(", ");
+        let response = self
+            .send(&action, Method::HEAD, &url, Replay::Safe, |request| {
+                request.header(ACCEPT, accept.as_str())
+            })
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(response
+                .headers()
+                .get("Docker-Content-Digest")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(status_error(&action, response).await),
         }

@@ -1,10 +1,15 @@
 //! The layer cache: unchanged images push without an export, cross-repository
-//! mounts, and a stale or corrupt cache only costs time.
+//! mounts, a re-push through the cached manifest, and a stale or corrupt cache
+//! only costs time.
+
+use std::path::PathBuf;
 
 use crate::support::fake_daemon::{FakeDaemon, FakeImage};
-use crate::support::layouts::{self, LayerInput};
+use crate::support::layouts::{self, ImageFixture, LayerInput};
+use crate::support::proxy::{Proxy, RequestRecord};
 use crate::support::{
-    docker, docker_build, docker_image_id, noise, services, skopeo_inspect, unique, Push, TempDir,
+    docker, docker_build, docker_image_id, noise, registry_digest, services, skopeo_inspect,
+    unique, Push, Run, TempDir,
 };
 
 fn registry(namespace: &str) -> String {
@@ -162,5 +167,255 @@ fn layers_in_another_repository_are_mounted_not_uploaded() {
     assert_eq!(
         skopeo_inspect(&reference, &["--tls-verify=false"])["Digest"],
         digest.as_str()
+    );
+}
+
+/// Two images (`a`, `b`) in a fake daemon that counts exports, pushed to
+/// `team/<name>` through a proxy that records every registry request, with a
+/// cache directory shared by all runs.
+struct Repush {
+    name: String,
+    images: [ImageFixture; 2],
+    daemon: FakeDaemon,
+    proxy: Proxy,
+    cache: TempDir,
+    _directory: TempDir,
+}
+
+impl Repush {
+    fn new(prefix: &str) -> Repush {
+        let name = unique(prefix);
+        let fixture = |image: &str, seed: u64| {
+            let layers = vec![
+                LayerInput::from_files(&[("a", &layouts::pseudo_random_bytes(seed, 100_000))]),
+                LayerInput::from_files(&[("b", image.as_bytes())]),
+            ];
+            layouts::docker25_classic(&[&format!("{name}-{image}:v1")], &layers, "linux", "amd64")
+        };
+        let images = [fixture("a", 61), fixture("b", 62)];
+        let directory = TempDir::new(prefix);
+        let daemon = FakeDaemon::start(
+            &directory.path().join("fake.sock"),
+            ["a", "b"]
+                .iter()
+                .zip(&images)
+                .map(|(image, fixture)| FakeImage {
+                    names: vec![format!("{name}-{image}:v1")],
+                    inspect: fixture.inspect.clone(),
+                    archive: fixture.archive.clone(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        Repush {
+            name,
+            images,
+            daemon,
+            proxy: Proxy::start(&services().plain).expect("the proxy starts"),
+            cache: TempDir::new(&format!("{prefix}-cache")),
+            _directory: directory,
+        }
+    }
+
+    /// Pushes local image `image` ("a" or "b") to `team/<name>:<tag>`.
+    fn push(&self, image: &str, tag: &str) -> Run {
+        Push::new()
+            .cache(self.cache.path())
+            .env("DOCKER_HOST", self.daemon.docker_host())
+            .args([
+                "--registry",
+                &format!("http://{}/team", self.proxy.address()),
+                "--to",
+                &format!("team/{}:{tag}", self.name),
+                &format!("{}-{image}:v1", self.name),
+            ])
+            .run()
+    }
+
+    /// Registry requests from `mark` (a count of earlier requests) on.
+    fn requests_since(&self, mark: usize) -> Vec<RequestRecord> {
+        self.proxy.requests().split_off(mark)
+    }
+
+    fn cache_file(&self) -> PathBuf {
+        self.cache
+            .path()
+            .join("idpbuilder-push")
+            .join(format!("{}.json", self.proxy.address().replace(':', "_")))
+    }
+
+    /// The manifest digest the registry serves for `tag`, asked directly.
+    fn served(&self, tag: &str) -> Option<String> {
+        registry_digest(&services().plain, &format!("team/{}", self.name), tag)
+    }
+}
+
+fn count(requests: &[RequestRecord], method: &str, path_part: &str) -> usize {
+    requests
+        .iter()
+        .filter(|request| request.method == method && request.path.contains(path_part))
+        .count()
+}
+
+/// Requests other than the `/v2/` probe and manifest requests.
+fn others(requests: &[RequestRecord]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|request| request.path != "/v2/" && !request.path.contains("/manifests/"))
+        .map(|request| format!("{} {}", request.method, request.path))
+        .collect()
+}
+
+#[test]
+fn a_repush_asks_one_manifest_head_and_sends_nothing() {
+    let setup = Repush::new("repush");
+    let first = setup.push("a", "v1");
+    first.success();
+    assert_eq!(setup.daemon.export_requests(), 1);
+
+    let mark = setup.proxy.requests().len();
+    let second = setup.push("a", "v1");
+    second.success();
+    let requests = setup.requests_since(mark);
+    assert_eq!(count(&requests, "HEAD", "/manifests/"), 1, "{requests:?}");
+    assert_eq!(count(&requests, "PUT", "/manifests/"), 0, "{requests:?}");
+    assert_eq!(others(&requests), Vec::<String>::new(), "no blob requests");
+    assert_eq!(setup.daemon.export_requests(), 1, "no export");
+    assert_eq!(second.pinned(), first.pinned());
+    assert_eq!(
+        second.stderr.matches(": exists").count(),
+        2,
+        "{}",
+        second.stderr
+    );
+
+    // Another tag: HEAD the tag (absent), HEAD the manifest, PUT it under the tag.
+    let mark = setup.proxy.requests().len();
+    let third = setup.push("a", "v2");
+    third.success();
+    let requests = setup.requests_since(mark);
+    assert_eq!(count(&requests, "HEAD", "/manifests/"), 2, "{requests:?}");
+    assert_eq!(count(&requests, "PUT", "/manifests/v2"), 1, "{requests:?}");
+    assert_eq!(others(&requests), Vec::<String>::new(), "no blob requests");
+    assert_eq!(setup.daemon.export_requests(), 1, "no export");
+    let (_, digest) = first.pinned();
+    assert_eq!(third.pinned().1, digest);
+    assert_eq!(setup.served("v2"), Some(digest));
+}
+
+#[test]
+fn a_tag_moved_to_another_image_is_pointed_back_with_one_put() {
+    let setup = Repush::new("moved");
+    let first = setup.push("a", "v1");
+    first.success();
+    let (_, digest_a) = first.pinned();
+    let other = setup.push("b", "v1");
+    other.success();
+    assert_ne!(other.pinned().1, digest_a);
+    assert_eq!(setup.served("v1"), Some(other.pinned().1));
+    assert_eq!(setup.daemon.export_requests(), 2);
+
+    let mark = setup.proxy.requests().len();
+    let again = setup.push("a", "v1");
+    again.success();
+    let requests = setup.requests_since(mark);
+    assert_eq!(count(&requests, "PUT", "/manifests/v1"), 1, "{requests:?}");
+    assert_eq!(count(&requests, "HEAD", "/manifests/"), 2, "{requests:?}");
+    assert_eq!(others(&requests), Vec::<String>::new(), "no blob requests");
+    assert_eq!(setup.daemon.export_requests(), 2, "no export");
+    assert_eq!(again.pinned(), first.pinned());
+    assert_eq!(setup.served("v1"), Some(digest_a));
+}
+
+#[test]
+fn a_cached_manifest_gone_from_the_registry_falls_back_to_a_full_push() {
+    let setup = Repush::new("gone");
+    let first = setup.push("a", "v1");
+    first.success();
+    let (_, digest) = first.pinned();
+    let url = format!(
+        "http://{}/v2/team/{}/manifests/{digest}",
+        services().plain,
+        setup.name
+    );
+    let deleted = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout),
+        "202",
+        "manifest deleted"
+    );
+    assert_eq!(setup.served("v1"), None);
+
+    let mark = setup.proxy.requests().len();
+    let again = setup.push("a", "v1");
+    again.success();
+    let requests = setup.requests_since(mark);
+    assert!(
+        count(&requests, "HEAD", "/blobs/") >= 2,
+        "the full path checked the blobs: {requests:?}"
+    );
+    assert_eq!(count(&requests, "PUT", "/manifests/v1"), 1, "{requests:?}");
+    assert_eq!(again.pinned(), first.pinned());
+    assert_eq!(setup.served("v1"), Some(digest));
+}
+
+#[test]
+fn a_corrupt_cached_manifest_is_ignored_with_a_warning() {
+    let setup = Repush::new("badmanifest");
+    let first = setup.push("a", "v1");
+    first.success();
+    let file = setup.cache_file();
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let repository = format!("team/{}", setup.name);
+    let entry = &mut cache["images"][&setup.images[0].config_digest][&repository];
+    let manifest = entry["manifest"]
+        .as_str()
+        .expect("a cached manifest")
+        .to_owned();
+    // Still a valid manifest, but no longer the bytes the digest names.
+    entry["manifest"] = serde_json::Value::String(format!("{manifest} "));
+    std::fs::write(&file, serde_json::to_vec(&cache).unwrap()).unwrap();
+
+    let mark = setup.proxy.requests().len();
+    let again = setup.push("a", "v1");
+    again
+        .success()
+        .stderr_contains("warning: ignoring the corrupt entry")
+        .stderr_contains(&file.display().to_string());
+    assert_eq!(
+        again.stderr.matches("corrupt").count(),
+        1,
+        "{}",
+        again.stderr
+    );
+    let requests = setup.requests_since(mark);
+    assert!(
+        count(&requests, "HEAD", "/blobs/") >= 2,
+        "the full path ran: {requests:?}"
+    );
+    let (_, digest) = first.pinned();
+    assert_eq!(again.pinned().1, digest);
+    assert_eq!(setup.served("v1"), Some(digest.clone()));
+    let rewritten: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let entry = &rewritten["images"][&setup.images[0].config_digest][&repository];
+    assert_eq!(entry["digest"], digest.as_str());
+    assert_eq!(
+        layouts::sha256_digest(entry["manifest"].as_str().unwrap().as_bytes()),
+        digest,
+        "the entry was recorded again"
     );
 }
