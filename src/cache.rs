@@ -1,6 +1,8 @@
 //! The local layer cache: for each registry, which compressed blob holds which
-//! layer (diffID), and in which repositories it was seen. Our gzip output never
-//! equals anyone else's, so without this a push could not know a layer is
+//! layer (diffID) in which compression, and in which repositories it was seen.
+//! A diffID has one entry per layer media type (gzip, zstd), so a push only
+//! reuses blobs of its own compression. Our compressed output never equals
+//! anyone else's, so without this a push could not know a layer is
 //! already there without exporting and compressing it again.
 //!
 //! The cache only ever saves time: every entry is checked with a HEAD request
@@ -11,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-const FORMAT_VERSION: u32 = 1;
+/// 2: one entry per media type under each diffID (1 had one entry per diffID).
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedLayer {
@@ -26,7 +29,8 @@ pub struct CachedLayer {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
     version: u32,
-    layers: BTreeMap<String, CachedLayer>,
+    /// diffID -> layer media type -> the blob.
+    layers: BTreeMap<String, BTreeMap<String, CachedLayer>>,
 }
 
 /// The cache of one registry.
@@ -60,9 +64,8 @@ impl LayerCache {
                     path.display()
                 )),
             ),
-            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
-                Ok(file) if file.version == FORMAT_VERSION => (file, None),
-                Ok(_) => (CacheFile::default(), None),
+            Ok(bytes) => match parse_file(&bytes) {
+                Ok(file) => (file, None),
                 Err(error) => (
                     CacheFile::default(),
                     Some(format!(
@@ -81,13 +84,16 @@ impl LayerCache {
         )
     }
 
-    pub fn lookup(&self, diff_id: &str) -> Option<&CachedLayer> {
-        self.file.layers.get(diff_id)
+    /// The blob of `diff_id` compressed as `media_type`.
+    pub fn lookup(&self, diff_id: &str, media_type: &str) -> Option<&CachedLayer> {
+        self.file.layers.get(diff_id)?.get(media_type)
     }
 
-    /// Records that `repository` holds the compressed blob of `diff_id`.
+    /// Records that `repository` holds the compressed blob of `diff_id`, under
+    /// the blob's media type; entries of other media types stay.
     pub fn record(&mut self, diff_id: &str, mut layer: CachedLayer, repository: &str) {
-        if let Some(existing) = self.file.layers.get(diff_id) {
+        let entries = self.file.layers.entry(diff_id.to_owned()).or_default();
+        if let Some(existing) = entries.get(&layer.media_type) {
             if existing.digest == layer.digest {
                 layer
                     .repositories
@@ -95,12 +101,18 @@ impl LayerCache {
             }
         }
         layer.repositories.insert(repository.to_owned());
-        self.file.layers.insert(diff_id.to_owned(), layer);
+        entries.insert(layer.media_type.clone(), layer);
     }
 
-    /// Forgets that `repository` holds `diff_id` (a HEAD said it does not).
-    pub fn forget(&mut self, diff_id: &str, repository: &str) {
-        if let Some(layer) = self.file.layers.get_mut(diff_id) {
+    /// Forgets that `repository` holds the `media_type` blob of `diff_id` (a
+    /// HEAD said it does not).
+    pub fn forget(&mut self, diff_id: &str, media_type: &str, repository: &str) {
+        if let Some(layer) = self
+            .file
+            .layers
+            .get_mut(diff_id)
+            .and_then(|entries| entries.get_mut(media_type))
+        {
             layer.repositories.remove(repository);
         }
     }
@@ -120,6 +132,19 @@ impl LayerCache {
         std::fs::write(&temporary, bytes)?;
         std::fs::rename(&temporary, path)
     }
+}
+
+/// A cache file's contents; one of another format version is an empty cache.
+/// The version is read first: an older file's layers have another shape.
+fn parse_file(bytes: &[u8]) -> serde_json::Result<CacheFile> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    if serde_json::from_slice::<Version>(bytes)?.version != FORMAT_VERSION {
+        return Ok(CacheFile::default());
+    }
+    serde_json::from_slice(bytes)
 }
 
 /// The XDG cache directory of this program: `$XDG_CACHE_HOME/idpbuilder-push`,
@@ -150,11 +175,18 @@ fn file_stem(registry: &str) -> String {
 mod tests {
     use super::*;
 
+    const GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
     fn layer(digest: &str) -> CachedLayer {
+        compressed(digest, GZIP)
+    }
+
+    fn compressed(digest: &str, media_type: &str) -> CachedLayer {
         CachedLayer {
             digest: digest.to_owned(),
             size: 10,
-            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".to_owned(),
+            media_type: media_type.to_owned(),
             uncompressed_size: 20,
             repositories: BTreeSet::new(),
         }
@@ -166,7 +198,7 @@ mod tests {
         cache.record("sha256:d1", layer("sha256:c1"), "team/a");
         cache.record("sha256:d1", layer("sha256:c1"), "team/b");
         let repositories: Vec<_> = cache
-            .lookup("sha256:d1")
+            .lookup("sha256:d1", GZIP)
             .unwrap()
             .repositories
             .iter()
@@ -174,15 +206,62 @@ mod tests {
             .collect();
         assert_eq!(repositories, ["team/a", "team/b"]);
         cache.record("sha256:d1", layer("sha256:c2"), "team/c");
-        let entry = cache.lookup("sha256:d1").unwrap();
+        let entry = cache.lookup("sha256:d1", GZIP).unwrap();
         assert_eq!(entry.digest, "sha256:c2");
         assert_eq!(
             entry.repositories.len(),
             1,
             "a new blob starts a new repository set"
         );
-        cache.forget("sha256:d1", "team/c");
-        assert!(cache.lookup("sha256:d1").unwrap().repositories.is_empty());
+        cache.forget("sha256:d1", GZIP, "team/c");
+        assert!(cache
+            .lookup("sha256:d1", GZIP)
+            .unwrap()
+            .repositories
+            .is_empty());
+    }
+
+    #[test]
+    fn each_compression_of_a_layer_has_its_own_entry() {
+        let mut cache = LayerCache::disabled();
+        cache.record("sha256:d1", compressed("sha256:g", GZIP), "team/a");
+        assert_eq!(cache.lookup("sha256:d1", ZSTD), None);
+        cache.record("sha256:d1", compressed("sha256:z", ZSTD), "team/a");
+        assert_eq!(cache.lookup("sha256:d1", GZIP).unwrap().digest, "sha256:g");
+        assert_eq!(cache.lookup("sha256:d1", ZSTD).unwrap().digest, "sha256:z");
+        cache.forget("sha256:d1", ZSTD, "team/a");
+        assert!(cache
+            .lookup("sha256:d1", ZSTD)
+            .unwrap()
+            .repositories
+            .is_empty());
+        assert_eq!(
+            cache.lookup("sha256:d1", GZIP).unwrap().repositories.len(),
+            1,
+            "forgetting one compression keeps the other"
+        );
+    }
+
+    #[test]
+    fn files_round_trip_and_an_older_version_is_an_empty_cache() {
+        let mut cache = LayerCache::disabled();
+        cache.record("sha256:d1", compressed("sha256:g", GZIP), "team/a");
+        cache.record("sha256:d1", compressed("sha256:z", ZSTD), "team/a");
+        cache.file.version = FORMAT_VERSION;
+        let bytes = serde_json::to_vec(&cache.file).unwrap();
+        let file = parse_file(&bytes).unwrap();
+        assert_eq!(file.layers["sha256:d1"][ZSTD].digest, "sha256:z");
+        assert_eq!(file.layers["sha256:d1"][GZIP].digest, "sha256:g");
+        let version_1 = serde_json::json!({
+            "version": 1,
+            "layers": {"sha256:d1": compressed("sha256:old", GZIP)}
+        });
+        let file = parse_file(&serde_json::to_vec(&version_1).unwrap()).unwrap();
+        assert!(
+            file.layers.is_empty(),
+            "an older format is dropped, not corrupt"
+        );
+        assert!(parse_file(b"{ not json").is_err());
     }
 
     #[test]

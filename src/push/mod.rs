@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::cache::{CachedLayer, LayerCache};
+use crate::compress::Compression;
 use crate::config::PushConfig;
 use crate::daemon::{Daemon, ImageInfo};
 use crate::error::Error;
@@ -87,7 +88,8 @@ pub async fn push(
     let outcome = if containerd_store {
         stored::push_as_stored(config, &daemon, &image, &registry, &reporter).await?
     } else {
-        let known = known::known_layers(&registry, &mut cache, &image).await?;
+        let media_types = MediaTypes::of(config.compression);
+        let known = known::known_layers(&registry, &mut cache, &image, media_types.layer).await?;
         push_classic(
             config, &daemon, &image, &registry, known, &mut cache, &reporter,
         )
@@ -132,8 +134,34 @@ fn open_cache(config: &PushConfig, registry_host: &str, reporter: &Reporter) -> 
     cache
 }
 
-/// Classic store: our own gzip layers and a Docker schema 2 manifest around the
-/// local config, byte for byte.
+/// The media types of a classic-store push in one compression.
+struct MediaTypes {
+    layer: &'static str,
+    config: &'static str,
+    build: fn(&BlobDescriptor, &[BlobDescriptor]) -> ManifestBytes,
+}
+
+impl MediaTypes {
+    /// gzip: Docker schema 2, as `docker push` writes. zstd: OCI, the only
+    /// manifest with a zstd layer type.
+    fn of(compression: Compression) -> MediaTypes {
+        match compression {
+            Compression::Gzip => MediaTypes {
+                layer: manifest::DOCKER_LAYER_GZIP,
+                config: manifest::DOCKER_CONFIG,
+                build: manifest::docker_manifest,
+            },
+            Compression::Zstd => MediaTypes {
+                layer: manifest::OCI_LAYER_ZSTD,
+                config: manifest::OCI_CONFIG,
+                build: manifest::oci_manifest,
+            },
+        }
+    }
+}
+
+/// Classic store: our own gzip (or zstd) layers and a Docker schema 2 (or OCI)
+/// manifest around the local config, byte for byte.
 async fn push_classic(
     config: &PushConfig,
     daemon: &Daemon,
@@ -143,6 +171,7 @@ async fn push_classic(
     cache: &mut LayerCache,
     reporter: &Arc<Reporter>,
 ) -> Result<PushOutcome, Error> {
+    let media_types = MediaTypes::of(config.compression);
     let mut config_size = registry.blob_size(&image.id).await?;
     if let (None, Some(from)) = (config_size, known.mounted_from.as_deref()) {
         config_size = known::mount_config(registry, &image.id, from).await?;
@@ -185,7 +214,7 @@ async fn push_classic(
         let (descriptor, status, uncompressed_size) = match (uploaded, present.get(diff_id)) {
             (Some(layer), _) => (
                 BlobDescriptor {
-                    media_type: manifest::DOCKER_LAYER_GZIP.to_owned(),
+                    media_type: media_types.layer.to_owned(),
                     digest: layer.digest.clone(),
                     size: layer.size,
                 },
@@ -236,8 +265,15 @@ async fn push_classic(
     for session in leftover {
         registry.cancel_upload(session).await;
     }
-    let config_descriptor = upload_config(image, registry, config_size, exported.as_ref()).await?;
-    let manifest = manifest::docker_manifest(&config_descriptor, &layers);
+    let config_descriptor = upload_config(
+        image,
+        registry,
+        config_size,
+        exported.as_ref(),
+        media_types.config,
+    )
+    .await?;
+    let manifest = (media_types.build)(&config_descriptor, &layers);
     let digest = put_manifest(config, registry, &manifest).await?;
     Ok(PushOutcome {
         pinned: config.destination.pinned(&digest),
@@ -311,9 +347,10 @@ async fn upload_config(
     registry: &Registry,
     size_in_registry: Option<u64>,
     exported: Option<&ExportResult>,
+    media_type: &str,
 ) -> Result<BlobDescriptor, Error> {
     let descriptor = |size| BlobDescriptor {
-        media_type: manifest::DOCKER_CONFIG.to_owned(),
+        media_type: media_type.to_owned(),
         digest: image.id.clone(),
         size,
     };
