@@ -1,6 +1,8 @@
 //! The local layer cache: for each registry, which compressed blob holds which
-//! layer (diffID), and in which repositories it was seen. Our gzip output never
-//! equals anyone else's, so without this a push could not know a layer is
+//! layer (diffID) in which compression, and in which repositories it was seen.
+//! A diffID has one entry per layer media type (gzip, zstd), so a push only
+//! reuses blobs of its own compression. Our compressed output never equals
+//! anyone else's, so without this a push could not know a layer is
 //! already there without exporting and compressing it again.
 //!
 //! It also remembers the manifest last pushed for each image ID and repository,
@@ -15,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-const FORMAT_VERSION: u32 = 1;
+/// 2: one entry per media type under each diffID (1 had one entry per diffID).
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedLayer {
@@ -42,9 +45,9 @@ pub struct CachedManifest {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CacheFile {
     version: u32,
-    layers: BTreeMap<String, CachedLayer>,
-    /// Image ID -> repository -> the manifest last pushed there. Absent in
-    /// files written before it existed.
+    /// diffID -> layer media type -> the blob.
+    layers: BTreeMap<String, BTreeMap<String, CachedLayer>>,
+    /// Image ID -> repository -> the manifest last pushed there.
     #[serde(default)]
     images: BTreeMap<String, BTreeMap<String, CachedManifest>>,
 }
@@ -105,13 +108,16 @@ impl LayerCache {
         self.path.as_deref()
     }
 
-    pub fn lookup(&self, diff_id: &str) -> Option<&CachedLayer> {
-        self.file.layers.get(diff_id)
+    /// The blob of `diff_id` compressed as `media_type`.
+    pub fn lookup(&self, diff_id: &str, media_type: &str) -> Option<&CachedLayer> {
+        self.file.layers.get(diff_id)?.get(media_type)
     }
 
-    /// Records that `repository` holds the compressed blob of `diff_id`.
+    /// Records that `repository` holds the compressed blob of `diff_id`, under
+    /// the blob's media type; entries of other media types stay.
     pub fn record(&mut self, diff_id: &str, mut layer: CachedLayer, repository: &str) {
-        if let Some(existing) = self.file.layers.get(diff_id) {
+        let entries = self.file.layers.entry(diff_id.to_owned()).or_default();
+        if let Some(existing) = entries.get(&layer.media_type) {
             if existing.digest == layer.digest {
                 layer
                     .repositories
@@ -119,12 +125,18 @@ impl LayerCache {
             }
         }
         layer.repositories.insert(repository.to_owned());
-        self.file.layers.insert(diff_id.to_owned(), layer);
+        entries.insert(layer.media_type.clone(), layer);
     }
 
-    /// Forgets that `repository` holds `diff_id` (a HEAD said it does not).
-    pub fn forget(&mut self, diff_id: &str, repository: &str) {
-        if let Some(layer) = self.file.layers.get_mut(diff_id) {
+    /// Forgets that `repository` holds the `media_type` blob of `diff_id` (a
+    /// HEAD said it does not).
+    pub fn forget(&mut self, diff_id: &str, media_type: &str, repository: &str) {
+        if let Some(layer) = self
+            .file
+            .layers
+            .get_mut(diff_id)
+            .and_then(|entries| entries.get_mut(media_type))
+        {
             layer.repositories.remove(repository);
         }
     }
@@ -179,14 +191,17 @@ impl LayerCache {
     }
 }
 
-/// The file's contents; a file of another format version is an empty cache.
-fn decode(bytes: &[u8]) -> Result<CacheFile, serde_json::Error> {
-    let file = serde_json::from_slice::<CacheFile>(bytes)?;
-    Ok(if file.version == FORMAT_VERSION {
-        file
-    } else {
-        CacheFile::default()
-    })
+/// A cache file's contents; one of another format version is an empty cache.
+/// The version is read first: an older file's layers have another shape.
+fn decode(bytes: &[u8]) -> serde_json::Result<CacheFile> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    if serde_json::from_slice::<Version>(bytes)?.version != FORMAT_VERSION {
+        return Ok(CacheFile::default());
+    }
+    serde_json::from_slice(bytes)
 }
 
 fn encode(file: &mut CacheFile) -> std::io::Result<Vec<u8>> {
@@ -222,11 +237,18 @@ fn file_stem(registry: &str) -> String {
 mod tests {
     use super::*;
 
+    const GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
     fn layer(digest: &str) -> CachedLayer {
+        compressed(digest, GZIP)
+    }
+
+    fn compressed(digest: &str, media_type: &str) -> CachedLayer {
         CachedLayer {
             digest: digest.to_owned(),
             size: 10,
-            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".to_owned(),
+            media_type: media_type.to_owned(),
             uncompressed_size: 20,
             repositories: BTreeSet::new(),
         }
@@ -238,7 +260,7 @@ mod tests {
         cache.record("sha256:d1", layer("sha256:c1"), "team/a");
         cache.record("sha256:d1", layer("sha256:c1"), "team/b");
         let repositories: Vec<_> = cache
-            .lookup("sha256:d1")
+            .lookup("sha256:d1", GZIP)
             .unwrap()
             .repositories
             .iter()
@@ -246,15 +268,62 @@ mod tests {
             .collect();
         assert_eq!(repositories, ["team/a", "team/b"]);
         cache.record("sha256:d1", layer("sha256:c2"), "team/c");
-        let entry = cache.lookup("sha256:d1").unwrap();
+        let entry = cache.lookup("sha256:d1", GZIP).unwrap();
         assert_eq!(entry.digest, "sha256:c2");
         assert_eq!(
             entry.repositories.len(),
             1,
             "a new blob starts a new repository set"
         );
-        cache.forget("sha256:d1", "team/c");
-        assert!(cache.lookup("sha256:d1").unwrap().repositories.is_empty());
+        cache.forget("sha256:d1", GZIP, "team/c");
+        assert!(cache
+            .lookup("sha256:d1", GZIP)
+            .unwrap()
+            .repositories
+            .is_empty());
+    }
+
+    #[test]
+    fn each_compression_of_a_layer_has_its_own_entry() {
+        let mut cache = LayerCache::disabled();
+        cache.record("sha256:d1", compressed("sha256:g", GZIP), "team/a");
+        assert_eq!(cache.lookup("sha256:d1", ZSTD), None);
+        cache.record("sha256:d1", compressed("sha256:z", ZSTD), "team/a");
+        assert_eq!(cache.lookup("sha256:d1", GZIP).unwrap().digest, "sha256:g");
+        assert_eq!(cache.lookup("sha256:d1", ZSTD).unwrap().digest, "sha256:z");
+        cache.forget("sha256:d1", ZSTD, "team/a");
+        assert!(cache
+            .lookup("sha256:d1", ZSTD)
+            .unwrap()
+            .repositories
+            .is_empty());
+        assert_eq!(
+            cache.lookup("sha256:d1", GZIP).unwrap().repositories.len(),
+            1,
+            "forgetting one compression keeps the other"
+        );
+    }
+
+    #[test]
+    fn files_round_trip_and_an_older_version_is_an_empty_cache() {
+        let mut cache = LayerCache::disabled();
+        cache.record("sha256:d1", compressed("sha256:g", GZIP), "team/a");
+        cache.record("sha256:d1", compressed("sha256:z", ZSTD), "team/a");
+        cache.file.version = FORMAT_VERSION;
+        let bytes = serde_json::to_vec(&cache.file).unwrap();
+        let file = decode(&bytes).unwrap();
+        assert_eq!(file.layers["sha256:d1"][ZSTD].digest, "sha256:z");
+        assert_eq!(file.layers["sha256:d1"][GZIP].digest, "sha256:g");
+        let version_1 = serde_json::json!({
+            "version": 1,
+            "layers": {"sha256:d1": compressed("sha256:old", GZIP)}
+        });
+        let file = decode(&serde_json::to_vec(&version_1).unwrap()).unwrap();
+        assert!(
+            file.layers.is_empty(),
+            "an older format is dropped, not corrupt"
+        );
+        assert!(decode(b"{ not json").is_err());
     }
 
     fn manifest(digest: &str, variant: &str) -> CachedManifest {
@@ -268,10 +337,8 @@ mod tests {
 
     #[test]
     fn images_survive_an_encode_decode_round_trip() {
-        let mut file = CacheFile::default();
-        file.layers
-            .insert("sha256:d1".to_owned(), layer("sha256:c1"));
-        let mut cache = LayerCache { path: None, file };
+        let mut cache = LayerCache::disabled();
+        cache.record("sha256:d1", layer("sha256:c1"), "team/a");
         cache.record_manifest("sha256:i1", "team/a", manifest("sha256:m1", "gzip"));
         cache.record_manifest("sha256:i1", "team/b", manifest("sha256:m2", "gzip"));
         let bytes = encode(&mut cache.file).unwrap();
@@ -290,7 +357,7 @@ mod tests {
                 .digest,
             "sha256:m2"
         );
-        assert_eq!(cache.lookup("sha256:d1"), Some(&layer("sha256:c1")));
+        assert_eq!(cache.lookup("sha256:d1", GZIP).unwrap().digest, "sha256:c1");
         assert_eq!(cache.manifest("sha256:i1", "team/c", "gzip"), None);
         assert_eq!(
             cache.manifest("sha256:i1", "team/a", "zstd"),
@@ -301,14 +368,15 @@ mod tests {
 
     #[test]
     fn files_without_images_still_load() {
-        let old = br#"{"version":1,"layers":{"sha256:d1":{"digest":"sha256:c1","size":10,
+        let old = br#"{"version":2,"layers":{"sha256:d1":{
+            "application/vnd.docker.image.rootfs.diff.tar.gzip":{"digest":"sha256:c1","size":10,
             "media_type":"application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "uncompressed_size":20,"repositories":["team/a"]}}}"#;
+            "uncompressed_size":20,"repositories":["team/a"]}}}}"#;
         let mut cache = LayerCache {
             path: None,
             file: decode(old).unwrap(),
         };
-        assert_eq!(cache.lookup("sha256:d1").unwrap().digest, "sha256:c1");
+        assert_eq!(cache.lookup("sha256:d1", GZIP).unwrap().digest, "sha256:c1");
         assert_eq!(cache.manifest("sha256:i1", "team/a", "gzip"), None);
         cache.record_manifest("sha256:i1", "team/a", manifest("sha256:m1", "gzip"));
         cache.forget_manifest("sha256:i1", "team/a");

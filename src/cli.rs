@@ -136,9 +136,20 @@ pub struct PushArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
-    /// gzip compression level for layers (1 fastest .. 12 smallest)
-    #[arg(long, value_name = "1-12", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=12))]
-    pub compression_level: u32,
+    /// Compression of the layers idpbuilder-push compresses (classic Docker store, Podman);
+    /// zstd pushes an OCI manifest. Layers the containerd store holds compressed are pushed as stored
+    #[arg(
+        long,
+        env = "IDPBUILDER_PUSH_COMPRESSION",
+        value_enum,
+        value_name = "ALGORITHM",
+        default_value_t = crate::compress::Compression::Gzip
+    )]
+    pub compression: crate::compress::Compression,
+
+    // Help from `compression_level_help`, so the defaults live in one place.
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32))]
+    pub compression_level: Option<u32>,
 
     /// Threads compressing layers (default: number of cores)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -252,6 +263,9 @@ pub fn command_for(invocation: Invocation) -> clap::Command {
             .help_template(crate::help::push_template(name))
             .override_usage(crate::help::push_usage(name))
             .next_line_help(true)
+            .mut_arg("compression_level", |argument| {
+                argument.help(compression_level_help())
+            })
     };
     match invocation {
         Invocation::KubectlPlugin => PluginCli::command()
@@ -262,6 +276,26 @@ pub fn command_for(invocation: Invocation) -> clap::Command {
             push_help(PushCli::command().name(name).bin_name(name))
         }
     }
+}
+
+/// The help of `--compression-level`, from the ranges and defaults in `compress`.
+fn compression_level_help() -> String {
+    use crate::compress::Compression;
+    let describe = |compression: Compression| {
+        let levels = compression.levels();
+        format!(
+            "{} {}..{} (default {})",
+            compression.name(),
+            levels.start(),
+            levels.end(),
+            compression.default_level()
+        )
+    };
+    format!(
+        "Compression level (fastest .. smallest): {}, {}",
+        describe(Compression::Gzip),
+        describe(Compression::Zstd)
+    )
 }
 
 /// Parses argv according to the name the program was invoked under.
@@ -367,12 +401,37 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_compression_level_is_a_usage_error() {
+    fn compression_defaults_to_gzip_and_reads_its_environment_variable() {
+        let parse_push = |argv: &[&str]| match parse(Invocation::Standalone, argv).unwrap() {
+            Command::Push(args) => args,
+            Command::Version => panic!("expected push"),
+        };
+        let args = parse_push(&["idpbuilder-push", "myapp"]);
+        assert_eq!(args.compression, crate::compress::Compression::Gzip);
+        assert_eq!(args.compression_level, None);
+        let args = parse_push(&[
+            "idpbuilder-push",
+            "--compression",
+            "zstd",
+            "--compression-level",
+            "19",
+            "myapp",
+        ]);
+        assert_eq!(args.compression, crate::compress::Compression::Zstd);
+        assert_eq!(args.compression_level, Some(19));
         let error = parse(
             Invocation::Standalone,
-            ["idpbuilder-push", "--compression-level", "13", "myapp"],
+            ["idpbuilder-push", "--compression", "brotli", "myapp"],
         )
         .unwrap_err();
-        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        let environment = command_for(Invocation::Standalone)
+            .get_arguments()
+            .find(|argument| argument.get_id() == "compression")
+            .and_then(|argument| argument.get_env().map(|name| name.to_owned()));
+        assert_eq!(
+            environment.as_deref(),
+            Some(std::ffi::OsStr::new("IDPBUILDER_PUSH_COMPRESSION"))
+        );
     }
 }

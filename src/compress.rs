@@ -1,25 +1,71 @@
-//! Parallel gzip: a layer is cut into fixed-size blocks, each compressed on a
-//! worker thread into an independent gzip member; members concatenated in order
-//! form one valid gzip stream (RFC 1952 §2.2), so all cores work on one layer.
+//! Parallel compression: a layer is cut into fixed-size blocks, each compressed
+//! on a worker thread into an independent gzip member or zstd frame; members
+//! (RFC 1952 §2.2) or frames (RFC 8878 §3.1) concatenated in order form one
+//! valid stream, so all cores work on one layer.
 
 use std::collections::VecDeque;
 use std::io::Read;
+use std::ops::RangeInclusive;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
-/// Uncompressed bytes per gzip member. 1 MiB costs almost nothing in ratio
-/// (measured in shared/notes/crates.md) and bounds memory per block in flight.
+/// Uncompressed bytes per gzip member or zstd frame. 1 MiB costs almost
+/// nothing in ratio (measured in shared/notes/crates.md) and bounds memory per
+/// block in flight.
 pub const BLOCK_SIZE: usize = 1 << 20;
+
+/// The default gzip (libdeflate) level: the one constant to tune.
+pub const GZIP_DEFAULT_LEVEL: u32 = 6;
+/// libdeflate's levels.
+pub const GZIP_LEVELS: RangeInclusive<u32> = 1..=12;
+/// zstd's own default level.
+pub const ZSTD_DEFAULT_LEVEL: u32 = 3;
+/// zstd's regular levels (20..=22 need far more memory per worker).
+pub const ZSTD_LEVELS: RangeInclusive<u32> = 1..=19;
+
+/// The compression of the layers we compress ourselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The levels `--compression-level` accepts for this algorithm.
+    pub fn levels(self) -> RangeInclusive<u32> {
+        match self {
+            Compression::Gzip => GZIP_LEVELS,
+            Compression::Zstd => ZSTD_LEVELS,
+        }
+    }
+
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Gzip => GZIP_DEFAULT_LEVEL,
+            Compression::Zstd => ZSTD_DEFAULT_LEVEL,
+        }
+    }
+}
+
+type Reply = std::io::Result<Vec<u8>>;
 
 struct Job {
     input: Vec<u8>,
-    reply: SyncSender<Vec<u8>>,
+    reply: SyncSender<Reply>,
 }
 
-/// A fixed pool of threads compressing blocks with libdeflate.
+/// A fixed pool of threads compressing blocks, each with its own compressor.
 pub struct BlockCompressor {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -27,19 +73,17 @@ pub struct BlockCompressor {
 }
 
 impl BlockCompressor {
-    /// `level` is libdeflate's, 1..=12 (checked by the command line).
-    pub fn new(threads: usize, level: u32) -> BlockCompressor {
+    /// `level` lies in `compression.levels()` (checked by the configuration).
+    pub fn new(threads: usize, compression: Compression, level: u32) -> BlockCompressor {
         let threads = threads.max(1);
         let (sender, receiver) = sync_channel::<Job>(threads);
         let receiver = Arc::new(Mutex::new(receiver));
-        let level = libdeflater::CompressionLvl::new(level as i32)
-            .unwrap_or_else(|_| libdeflater::CompressionLvl::default());
         let workers = (0..threads)
             .map(|index| {
                 let receiver = Arc::clone(&receiver);
                 std::thread::Builder::new()
-                    .name(format!("gzip-{index}"))
-                    .spawn(move || compress_jobs(&receiver, level))
+                    .name(format!("{}-{index}", compression.name()))
+                    .spawn(move || compress_jobs(&receiver, compression, level))
                     .expect("cannot start a compression thread")
             })
             .collect();
@@ -50,7 +94,7 @@ impl BlockCompressor {
         }
     }
 
-    fn submit(&self, input: Vec<u8>) -> Receiver<Vec<u8>> {
+    fn submit(&self, input: Vec<u8>) -> Receiver<Reply> {
         let (reply, result) = sync_channel(1);
         if let Some(jobs) = &self.jobs {
             // A send error means the workers are gone; the receiver then reports
@@ -76,8 +120,42 @@ impl Drop for BlockCompressor {
     }
 }
 
-fn compress_jobs(receiver: &Mutex<Receiver<Job>>, level: libdeflater::CompressionLvl) {
-    let mut compressor = libdeflater::Compressor::new(level);
+/// One worker's compressor, kept for all the blocks it compresses.
+enum Engine {
+    Gzip(libdeflater::Compressor),
+    Zstd(zstd::bulk::Compressor<'static>),
+}
+
+impl Engine {
+    fn new(compression: Compression, level: u32) -> std::io::Result<Engine> {
+        Ok(match compression {
+            Compression::Gzip => {
+                let level = libdeflater::CompressionLvl::new(level as i32)
+                    .unwrap_or_else(|_| libdeflater::CompressionLvl::default());
+                Engine::Gzip(libdeflater::Compressor::new(level))
+            }
+            Compression::Zstd => Engine::Zstd(zstd::bulk::Compressor::new(level as i32)?),
+        })
+    }
+
+    /// One block as one gzip member or one zstd frame.
+    fn compress(&mut self, input: &[u8]) -> Reply {
+        match self {
+            Engine::Gzip(compressor) => {
+                let mut output = vec![0; compressor.gzip_compress_bound(input.len())];
+                let written = compressor
+                    .gzip_compress(input, &mut output)
+                    .expect("gzip_compress_bound guarantees room");
+                output.truncate(written);
+                Ok(output)
+            }
+            Engine::Zstd(compressor) => compressor.compress(input),
+        }
+    }
+}
+
+fn compress_jobs(receiver: &Mutex<Receiver<Job>>, compression: Compression, level: u32) {
+    let mut engine = Engine::new(compression, level);
     loop {
         let job = match receiver.lock() {
             Ok(guard) => match guard.recv() {
@@ -86,11 +164,10 @@ fn compress_jobs(receiver: &Mutex<Receiver<Job>>, level: libdeflater::Compressio
             },
             Err(_) => return,
         };
-        let mut output = vec![0; compressor.gzip_compress_bound(job.input.len())];
-        let written = compressor
-            .gzip_compress(&job.input, &mut output)
-            .expect("gzip_compress_bound guarantees room");
-        output.truncate(written);
+        let output = match &mut engine {
+            Ok(engine) => engine.compress(&job.input),
+            Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
+        };
         let _ = job.reply.send(output);
     }
 }
@@ -100,7 +177,7 @@ fn compress_jobs(receiver: &Mutex<Receiver<Job>>, level: libdeflater::Compressio
 pub struct CompressedLayer {
     /// `sha256:` of the uncompressed tar: the layer's diffID.
     pub diff_id: String,
-    /// `sha256:` of the gzip stream: the blob digest in the registry.
+    /// `sha256:` of the compressed stream: the blob digest in the registry.
     pub digest: String,
     pub size: u64,
     pub uncompressed_size: u64,
@@ -112,12 +189,14 @@ pub enum CompressError {
     Read(#[source] std::io::Error),
     #[error("a compression thread stopped")]
     WorkerGone,
+    #[error("compressing a block failed")]
+    Compress(#[source] std::io::Error),
     #[error("the upload of the layer stopped")]
     OutputClosed,
 }
 
 /// Reads `reader` to its end, compressing it in parallel and handing each
-/// compressed member, in order, to `output`. Digests and sizes are computed in
+/// compressed member or frame, in order, to `output`. Digests and sizes are computed in
 /// the same pass.
 pub fn compress_layer(
     pool: &BlockCompressor,
@@ -128,10 +207,13 @@ pub fn compress_layer(
     let mut digest = Sha256::new();
     let mut size = 0u64;
     let mut uncompressed_size = 0u64;
-    let mut pending: VecDeque<Receiver<Vec<u8>>> = VecDeque::new();
-    let mut drain_one = |pending: &mut VecDeque<Receiver<Vec<u8>>>| -> Result<(), CompressError> {
+    let mut pending: VecDeque<Receiver<Reply>> = VecDeque::new();
+    let mut drain_one = |pending: &mut VecDeque<Receiver<Reply>>| -> Result<(), CompressError> {
         if let Some(result) = pending.pop_front() {
-            let member = result.recv().map_err(|_| CompressError::WorkerGone)?;
+            let member = result
+                .recv()
+                .map_err(|_| CompressError::WorkerGone)?
+                .map_err(CompressError::Compress)?;
             digest.update(&member);
             size += member.len() as u64;
             output(member)?;
@@ -141,7 +223,7 @@ pub fn compress_layer(
     loop {
         let block = read_block(reader).map_err(CompressError::Read)?;
         let last = block.len() < BLOCK_SIZE;
-        // An empty layer still needs one (empty) gzip member to be a valid blob.
+        // An empty layer still needs one (empty) member or frame to be a valid blob.
         if !block.is_empty() || uncompressed_size == 0 {
             diff_id.update(&block);
             uncompressed_size += block.len() as u64;
@@ -218,25 +300,38 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn members_concatenate_to_the_exact_input_with_matching_digests() {
-        let pool = BlockCompressor::new(3, 6);
-        for size in [
-            0,
-            1,
-            BLOCK_SIZE - 1,
-            BLOCK_SIZE,
-            BLOCK_SIZE + 1,
-            5 * BLOCK_SIZE + 12345,
-        ] {
+    fn unzstd_all(data: &[u8]) -> Vec<u8> {
+        use std::io::Read as _;
+        // The streaming decoder reads frame after frame until the input ends.
+        let mut decoder = zstd::stream::read::Decoder::new(data).unwrap();
+        let mut output = Vec::new();
+        decoder.read_to_end(&mut output).unwrap();
+        output
+    }
+
+    const SIZES: [usize; 6] = [
+        0,
+        1,
+        BLOCK_SIZE - 1,
+        BLOCK_SIZE,
+        BLOCK_SIZE + 1,
+        5 * BLOCK_SIZE + 12345,
+    ];
+
+    fn round_trips(compression: Compression, decompress: fn(&[u8]) -> Vec<u8>) {
+        let pool = BlockCompressor::new(3, compression, compression.default_level());
+        for size in SIZES {
             let input = sample(size);
             let mut compressed = Vec::new();
+            let mut blocks = 0;
             let result = compress_layer(&pool, &mut input.as_slice(), |member| {
                 compressed.extend_from_slice(&member);
+                blocks += 1;
                 Ok(())
             })
             .unwrap();
-            assert_eq!(gunzip_all(&compressed), input, "size {size}");
+            assert_eq!(decompress(&compressed), input, "size {size}");
+            assert_eq!(blocks, size.div_ceil(BLOCK_SIZE).max(1), "size {size}");
             assert_eq!(result.diff_id, sha256(&input));
             assert_eq!(result.digest, sha256(&compressed));
             assert_eq!(result.size, compressed.len() as u64);
@@ -245,26 +340,66 @@ mod tests {
     }
 
     #[test]
+    fn members_concatenate_to_the_exact_input_with_matching_digests() {
+        round_trips(Compression::Gzip, gunzip_all);
+    }
+
+    #[test]
+    fn zstd_frames_concatenate_to_the_exact_input_with_matching_digests() {
+        round_trips(Compression::Zstd, unzstd_all);
+    }
+
+    #[test]
+    fn every_zstd_block_is_a_frame_of_its_own() {
+        let pool = BlockCompressor::new(2, Compression::Zstd, 1);
+        let input = sample(2 * BLOCK_SIZE + 5);
+        let mut frames = Vec::new();
+        compress_layer(&pool, &mut input.as_slice(), |frame| {
+            frames.push(frame);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(frames.len(), 3);
+        for (frame, block) in frames.iter().zip(input.chunks(BLOCK_SIZE)) {
+            assert!(frame.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "zstd magic");
+            assert_eq!(zstd::bulk::decompress(frame, BLOCK_SIZE).unwrap(), block);
+        }
+    }
+
+    #[test]
     fn output_is_deterministic_across_thread_counts() {
         let input = sample(3 * BLOCK_SIZE + 7);
-        let digests: Vec<String> = [1, 2, 4]
-            .into_iter()
-            .map(|threads| {
-                let pool = BlockCompressor::new(threads, 6);
-                compress_layer(&pool, &mut input.as_slice(), |_| Ok(()))
-                    .unwrap()
-                    .digest
-            })
-            .collect();
-        assert!(
-            digests.windows(2).all(|pair| pair[0] == pair[1]),
-            "{digests:?}"
-        );
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let digests: Vec<String> = [1, 2, 4]
+                .into_iter()
+                .map(|threads| {
+                    let pool =
+                        BlockCompressor::new(threads, compression, compression.default_level());
+                    compress_layer(&pool, &mut input.as_slice(), |_| Ok(()))
+                        .unwrap()
+                        .digest
+                })
+                .collect();
+            assert!(
+                digests.windows(2).all(|pair| pair[0] == pair[1]),
+                "{compression:?}: {digests:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn levels_and_defaults_depend_on_the_algorithm() {
+        assert_eq!(Compression::default(), Compression::Gzip);
+        assert_eq!(Compression::Gzip.levels(), 1..=12);
+        assert_eq!(Compression::Zstd.levels(), 1..=19);
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            assert!(compression.levels().contains(&compression.default_level()));
+        }
     }
 
     #[test]
     fn a_closed_output_stops_compression() {
-        let pool = BlockCompressor::new(2, 1);
+        let pool = BlockCompressor::new(2, Compression::Gzip, 1);
         let input = sample(4 * BLOCK_SIZE);
         let error = compress_layer(&pool, &mut input.as_slice(), |_| {
             Err(CompressError::OutputClosed)

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::cli::PushArgs;
 use crate::cluster::ClusterOptions;
+use crate::compress::Compression;
 use crate::error::Error;
 use crate::manifest::Platform;
 use crate::reference::{self, Destination, DestinationRequest, LocalReference};
@@ -22,6 +23,8 @@ pub struct PushConfig {
     pub destination: Destination,
     pub registry: RegistryConfig,
     pub platform: Option<Platform>,
+    pub compression: Compression,
+    /// Within `compression.levels()`.
     pub compression_level: u32,
     pub compression_threads: usize,
     /// `None` when the cache is disabled.
@@ -54,6 +57,7 @@ pub struct PushRequest {
 #[derive(Debug)]
 struct Settings {
     platform: Option<Platform>,
+    compression: Compression,
     compression_level: u32,
     compression_threads: usize,
     cache_directory: Option<PathBuf>,
@@ -95,6 +99,7 @@ pub fn from_args(
     stdin: &mut dyn Stdin,
 ) -> Result<PushRequest, Error> {
     let image = LocalReference::parse(&args.image)?;
+    let compression_level = compression_level(args.compression, args.compression_level)?;
     let mut warnings = Vec::new();
     let credentials = credentials(args, stdin)?;
     if password_on_command_line {
@@ -149,7 +154,8 @@ pub fn from_args(
         },
         settings: Settings {
             platform,
-            compression_level: args.compression_level,
+            compression: args.compression,
+            compression_level,
             compression_threads: args
                 .compression_threads
                 .map(usize::from)
@@ -218,6 +224,7 @@ impl PushRequest {
             image: self.image,
             destination,
             platform: self.settings.platform,
+            compression: self.settings.compression,
             compression_level: self.settings.compression_level,
             compression_threads: self.settings.compression_threads,
             cache_directory: self.settings.cache_directory,
@@ -226,6 +233,33 @@ impl PushRequest {
             warnings,
         })
     }
+}
+
+/// `--compression-level`, checked against the range of the chosen algorithm;
+/// the algorithm's default when it was not given.
+fn compression_level(compression: Compression, level: Option<u32>) -> Result<u32, Error> {
+    let Some(level) = level else {
+        return Ok(compression.default_level());
+    };
+    let levels = compression.levels();
+    if levels.contains(&level) {
+        return Ok(level);
+    }
+    Err(Error::usage(
+        format!(
+            "--compression-level {level} is out of range for {}: allowed {}..={}",
+            compression.name(),
+            levels.start(),
+            levels.end()
+        ),
+        Some(&format!(
+            "choose a level from {} (fastest) to {} (smallest); without the flag {} uses {}",
+            levels.start(),
+            levels.end(),
+            compression.name(),
+            compression.default_level()
+        )),
+    ))
 }
 
 /// The backoff base can be shortened for tests through a hidden variable, so
@@ -515,5 +549,39 @@ mod tests {
         .unwrap();
         let (url, _) = request.registry.clone().unwrap();
         assert!(matches!(request.flag_trust(&url), Some(Trust::System)));
+    }
+
+    #[test]
+    fn compression_levels_are_checked_against_the_chosen_algorithm() {
+        let level = |argv: &[&str]| {
+            let mut full = argv.to_vec();
+            full.extend(["-r", "http://h:1", "img"]);
+            from_args(&args(&full), false, &mut FakeStdin(None))
+                .map(|request| request.settings.compression_level)
+        };
+        assert_eq!(level(&[]).unwrap(), 6);
+        assert_eq!(level(&["--compression", "zstd"]).unwrap(), 3);
+        assert_eq!(level(&["--compression-level", "12"]).unwrap(), 12);
+        assert_eq!(
+            level(&["--compression", "zstd", "--compression-level", "19"]).unwrap(),
+            19
+        );
+        for (argv, range) in [
+            (&["--compression-level", "13"][..], "1..=12"),
+            (&["--compression-level", "0"][..], "1..=12"),
+            (
+                &["--compression", "zstd", "--compression-level", "20"][..],
+                "1..=19",
+            ),
+        ] {
+            let error = level(argv).unwrap_err();
+            assert!(matches!(error, Error::Usage { .. }), "{error:?}");
+            let text = error.to_string();
+            assert!(
+                text.contains("--compression-level") && text.contains(range),
+                "{text}"
+            );
+            assert!(text.contains(argv[argv.len() - 1]), "{text}");
+        }
     }
 }

@@ -59,6 +59,7 @@ const ENVIRONMENT: &str = "  IDPBUILDER_REGISTRY_URL        registry URL (--regi
   IDPBUILDER_REGISTRY_TOKEN      bearer token (--token)
   IDPBUILDER_REGISTRY_INSECURE   skip TLS verification (--insecure)
   IDPBUILDER_REGISTRY_CA_FILE    extra PEM certificate authority (--ca-file)
+  IDPBUILDER_PUSH_COMPRESSION    layer compression, gzip or zstd (--compression)
   IDPBUILDER_PUSH_NO_CACHE       do not use the layer cache (--no-cache)
   KUBECONFIG                     kubeconfig files of the idpbuilder cluster
   DOCKER_HOST, DOCKER_CONTEXT, DOCKER_CONFIG

@@ -10,6 +10,9 @@ pub const DOCKER_MANIFEST_LIST: &str = oci_client::manifest::IMAGE_MANIFEST_LIST
 pub const DOCKER_CONFIG: &str = oci_client::manifest::IMAGE_DOCKER_CONFIG_MEDIA_TYPE;
 pub const DOCKER_LAYER_GZIP: &str = oci_client::manifest::IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE;
 pub const OCI_MANIFEST: &str = oci_client::manifest::OCI_IMAGE_MEDIA_TYPE;
+pub const OCI_CONFIG: &str = oci_client::manifest::IMAGE_CONFIG_MEDIA_TYPE;
+/// Not among oci-client's constants; from the OCI image spec (media-types.md).
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const OCI_INDEX: &str = oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE;
 
 /// A blob as a manifest refers to it.
@@ -60,6 +63,21 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// store: every registry and runtime reads it. The config blob is the local
 /// config byte for byte, so the pushed image ID equals the local one.
 pub fn docker_manifest(config: &BlobDescriptor, layers: &[BlobDescriptor]) -> ManifestBytes {
+    image_manifest(DOCKER_MANIFEST, config, layers)
+}
+
+/// An OCI image manifest, needed for zstd layers (Docker schema 2 has no
+/// zstd media type). The config bytes are the same as for `docker_manifest`:
+/// only the descriptor's media type differs, so the image ID stays.
+pub fn oci_manifest(config: &BlobDescriptor, layers: &[BlobDescriptor]) -> ManifestBytes {
+    image_manifest(OCI_MANIFEST, config, layers)
+}
+
+fn image_manifest(
+    media_type: &str,
+    config: &BlobDescriptor,
+    layers: &[BlobDescriptor],
+) -> ManifestBytes {
     let descriptor = |blob: &BlobDescriptor| OciDescriptor {
         media_type: blob.media_type.clone(),
         digest: blob.digest.clone(),
@@ -70,7 +88,7 @@ pub fn docker_manifest(config: &BlobDescriptor, layers: &[BlobDescriptor]) -> Ma
     };
     let manifest = OciImageManifest {
         schema_version: 2,
-        media_type: Some(DOCKER_MANIFEST.to_owned()),
+        media_type: Some(media_type.to_owned()),
         config: descriptor(config),
         layers: layers.iter().map(descriptor).collect(),
         subject: None,
@@ -79,7 +97,7 @@ pub fn docker_manifest(config: &BlobDescriptor, layers: &[BlobDescriptor]) -> Ma
     };
     let bytes = serde_json::to_vec(&manifest).expect("a manifest always serialises");
     ManifestBytes {
-        media_type: DOCKER_MANIFEST.to_owned(),
+        media_type: media_type.to_owned(),
         digest: sha256_digest(&bytes),
         bytes,
     }
@@ -272,6 +290,26 @@ mod tests {
         assert_eq!(value["layers"].as_array().unwrap().len(), 2);
         assert_eq!(manifest.digest, sha256_digest(&manifest.bytes));
         assert!(value.get("subject").is_none() && value.get("annotations").is_none());
+    }
+
+    #[test]
+    fn oci_manifest_carries_oci_media_types() {
+        let config = blob(OCI_CONFIG, "sha256:aa", 1469);
+        let layers = [blob(OCI_LAYER_ZSTD, "sha256:bb", 10)];
+        let manifest = oci_manifest(&config, &layers);
+        let value: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+        assert_eq!(manifest.media_type, OCI_MANIFEST);
+        assert_eq!(value["schemaVersion"], 2);
+        assert_eq!(value["mediaType"], OCI_MANIFEST);
+        assert_eq!(
+            value["config"]["mediaType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        assert_eq!(
+            value["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        assert_eq!(manifest.digest, sha256_digest(&manifest.bytes));
     }
 
     #[test]

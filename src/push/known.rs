@@ -23,11 +23,13 @@ pub struct Known {
 
 /// Confirms each cached layer with HEAD (concurrently); a stale entry costs one
 /// request and is forgotten, never trusted. A layer the cache saw in another
-/// repository is mounted.
+/// repository is mounted. Only blobs of `media_type` (the chosen compression)
+/// are considered.
 pub async fn known_layers(
     registry: &Registry,
     cache: &mut LayerCache,
     image: &ImageInfo,
+    media_type: &str,
 ) -> Result<Known, Error> {
     let mut unique: Vec<&String> = Vec::new();
     for diff_id in &image.diff_ids {
@@ -37,7 +39,7 @@ pub async fn known_layers(
     }
     let candidates: Vec<(String, CachedLayer)> = unique
         .into_iter()
-        .filter_map(|diff_id| Some((diff_id.clone(), cache.lookup(diff_id)?.clone())))
+        .filter_map(|diff_id| Some((diff_id.clone(), cache.lookup(diff_id, media_type)?.clone())))
         .collect();
     let checks = candidates.iter().map(|(_, cached)| check(registry, cached));
     let results = join_all(checks).await;
@@ -56,7 +58,7 @@ pub async fn known_layers(
             }
             Check::Absent(session) => {
                 tracing::debug!("cache entry for {diff_id} is stale");
-                cache.forget(&diff_id, registry.repository());
+                cache.forget(&diff_id, media_type, registry.repository());
                 known.spare_sessions.extend(session);
             }
         }

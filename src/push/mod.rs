@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::cache::{CachedLayer, CachedManifest, LayerCache};
+use crate::compress::Compression;
 use crate::config::PushConfig;
 use crate::daemon::{Daemon, ImageInfo};
 use crate::error::Error;
@@ -94,7 +95,9 @@ pub async fn push(
         match again {
             Some(outcome) => outcome,
             None => {
-                let known = known::known_layers(&registry, &mut cache, &image).await?;
+                let media_types = MediaTypes::of(config.compression);
+                let known =
+                    known::known_layers(&registry, &mut cache, &image, media_types.layer).await?;
                 push_classic(
                     config, &daemon, &image, &registry, known, &mut cache, &reporter,
                 )
@@ -110,8 +113,8 @@ pub async fn push(
 
 /// The push settings that shape the classic manifest (the layers' compression):
 /// a cached manifest is reused only by a push with the same variant.
-fn manifest_variant(_config: &PushConfig) -> &'static str {
-    "gzip"
+fn manifest_variant(config: &PushConfig) -> &'static str {
+    config.compression.name()
 }
 
 /// The containerd store reports the index (or manifest) digest as the image ID;
@@ -147,8 +150,34 @@ fn open_cache(config: &PushConfig, registry_host: &str, reporter: &Reporter) -> 
     cache
 }
 
-/// Classic store: our own gzip layers and a Docker schema 2 manifest around the
-/// local config, byte for byte.
+/// The media types of a classic-store push in one compression.
+struct MediaTypes {
+    layer: &'static str,
+    config: &'static str,
+    build: fn(&BlobDescriptor, &[BlobDescriptor]) -> ManifestBytes,
+}
+
+impl MediaTypes {
+    /// gzip: Docker schema 2, as `docker push` writes. zstd: OCI, the only
+    /// manifest with a zstd layer type.
+    fn of(compression: Compression) -> MediaTypes {
+        match compression {
+            Compression::Gzip => MediaTypes {
+                layer: manifest::DOCKER_LAYER_GZIP,
+                config: manifest::DOCKER_CONFIG,
+                build: manifest::docker_manifest,
+            },
+            Compression::Zstd => MediaTypes {
+                layer: manifest::OCI_LAYER_ZSTD,
+                config: manifest::OCI_CONFIG,
+                build: manifest::oci_manifest,
+            },
+        }
+    }
+}
+
+/// Classic store: our own gzip (or zstd) layers and a Docker schema 2 (or OCI)
+/// manifest around the local config, byte for byte.
 async fn push_classic(
     config: &PushConfig,
     daemon: &Daemon,
@@ -158,6 +187,7 @@ async fn push_classic(
     cache: &mut LayerCache,
     reporter: &Arc<Reporter>,
 ) -> Result<PushOutcome, Error> {
+    let media_types = MediaTypes::of(config.compression);
     let mut config_size = registry.blob_size(&image.id).await?;
     if let (None, Some(from)) = (config_size, known.mounted_from.as_deref()) {
         config_size = known::mount_config(registry, &image.id, from).await?;
@@ -202,7 +232,7 @@ async fn push_classic(
         let (descriptor, status, uncompressed_size) = match (uploaded, present.get(diff_id)) {
             (Some(layer), _) => (
                 BlobDescriptor {
-                    media_type: manifest::DOCKER_LAYER_GZIP.to_owned(),
+                    media_type: media_types.layer.to_owned(),
                     digest: layer.digest.clone(),
                     size: layer.size,
                 },
@@ -253,8 +283,15 @@ async fn push_classic(
     for session in leftover {
         registry.cancel_upload(session).await;
     }
-    let config_descriptor = upload_config(image, registry, config_size, exported.as_ref()).await?;
-    let manifest = manifest::docker_manifest(&config_descriptor, &layers);
+    let config_descriptor = upload_config(
+        image,
+        registry,
+        config_size,
+        exported.as_ref(),
+        media_types.config,
+    )
+    .await?;
+    let manifest = (media_types.build)(&config_descriptor, &layers);
     let digest = put_manifest(config, registry, &manifest).await?;
     if let Ok(text) = String::from_utf8(manifest.bytes.clone()) {
         cache.record_manifest(
@@ -340,9 +377,10 @@ async fn upload_config(
     registry: &Registry,
     size_in_registry: Option<u64>,
     exported: Option<&ExportResult>,
+    media_type: &str,
 ) -> Result<BlobDescriptor, Error> {
     let descriptor = |size| BlobDescriptor {
-        media_type: manifest::DOCKER_CONFIG.to_owned(),
+        media_type: media_type.to_owned(),
         digest: image.id.clone(),
         size,
     };

@@ -52,6 +52,7 @@ pub async fn export_and_upload(
         spare_sessions: Arc::clone(spare_sessions),
     };
     let threads = config.compression_threads;
+    let compression = config.compression;
     let level = config.compression_level;
     let plan_copy = ExportPlan {
         image: plan.image.clone(),
@@ -62,7 +63,7 @@ pub async fn export_and_upload(
         need_config: plan.need_config,
     };
     let ((result, walked), uploads) = tokio::task::spawn_blocking(move || {
-        let pool = BlockCompressor::new(threads, level);
+        let pool = BlockCompressor::new(threads, compression, level);
         let walked = export::walk(reader, &plan_copy, &pool, &mut uploads);
         (walked, uploads)
     })
@@ -157,7 +158,8 @@ impl BlobUploads for UploadBridge {
 }
 
 /// Sends each chunk with the bytes of input it stands for: every chunk is one
-/// block of the archive entry (a gzip member of one block, or the block itself).
+/// block of the archive entry (a gzip member or zstd frame of one block, or the
+/// block itself).
 struct ChannelWriter {
     sender: Option<mpsc::Sender<(Bytes, u64)>>,
     done: Option<oneshot::Sender<(String, u64)>>,

@@ -8,6 +8,7 @@ mod auth;
 mod big;
 mod cache;
 mod cluster;
+mod compression;
 mod errors;
 mod faults;
 mod krew;
