@@ -199,12 +199,20 @@ async fn upload_stream(
         registry.repository()
     );
     let chunk_size = registry.chunk_size();
-    let mut session = match spare {
+    let session = match spare {
         Some(session) => session,
         None => registry.start_upload().await?,
     };
-    // Gather compressed members into chunks of at most chunk_size; one chunk
-    // is held at a time so a failed PATCH can resume from the registry's offset.
+    let mut patches = Patches {
+        registry: Arc::clone(&registry),
+        action,
+        idle: Some(session),
+        in_flight: None,
+    };
+    // Gather compressed members into chunks of at most chunk_size. One chunk
+    // is PATCHed while the next fills, so compression does not wait for the
+    // registry; each is held until acknowledged, so a failed PATCH can resume
+    // from the registry's offset.
     let mut chunk = bytes::BytesMut::new();
     loop {
         let next = receiver.recv().await;
@@ -222,10 +230,7 @@ async fn upload_stream(
                 let taken = bytes.split_to(room.min(bytes.len()));
                 chunk.extend_from_slice(&taken);
                 if chunk.len() == chunk_size {
-                    registry
-                        .append(&mut session, chunk.split().freeze(), &action)
-                        .await?;
-                    progress.sent(chunk_size as u64);
+                    patches.send(chunk.split().freeze(), &mut progress).await?;
                 }
             }
         }
@@ -234,12 +239,9 @@ async fn upload_stream(
         }
     }
     if !chunk.is_empty() {
-        let sent = chunk.len() as u64;
-        registry
-            .append(&mut session, chunk.split().freeze(), &action)
-            .await?;
-        progress.sent(sent);
+        patches.send(chunk.split().freeze(), &mut progress).await?;
     }
+    let session = patches.settle(&mut progress).await?;
     match finished.await {
         Ok((digest, size)) => {
             registry.finish_upload(session, &digest, size).await?;
@@ -251,5 +253,52 @@ async fn upload_stream(
             registry.cancel_upload(session).await;
             Ok(None)
         }
+    }
+}
+
+/// The PATCH requests of one upload session: at most one in flight, the
+/// session travelling with it and coming back when it is answered.
+struct Patches {
+    registry: Arc<Registry>,
+    action: String,
+    idle: Option<UploadSession>,
+    in_flight: Option<JoinHandle<(UploadSession, Result<u64, RegistryError>)>>,
+}
+
+impl Patches {
+    /// Waits for the PATCH in flight, then sends `chunk` in the background.
+    async fn send(
+        &mut self,
+        chunk: Bytes,
+        progress: &mut LayerProgress,
+    ) -> Result<(), RegistryError> {
+        let mut session = self.settle(progress).await?;
+        let registry = Arc::clone(&self.registry);
+        let action = self.action.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            let length = chunk.len() as u64;
+            let sent = registry.append(&mut session, chunk, &action).await;
+            (session, sent.map(|()| length))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the PATCH in flight, if any, and hands back the session.
+    async fn settle(
+        &mut self,
+        progress: &mut LayerProgress,
+    ) -> Result<UploadSession, RegistryError> {
+        if let Some(in_flight) = self.in_flight.take() {
+            let (session, sent) = in_flight.await.map_err(|error| RegistryError::Protocol {
+                action: self.action.clone(),
+                detail: format!("the upload task stopped: {error}"),
+            })?;
+            self.idle = Some(session);
+            progress.sent(sent?);
+        }
+        Ok(self
+            .idle
+            .take()
+            .expect("the session is idle once nothing is in flight"))
     }
 }
