@@ -17,8 +17,11 @@ use sha2::{Digest, Sha256};
 /// block in flight.
 pub const BLOCK_SIZE: usize = 1 << 20;
 
-/// The default gzip (libdeflate) level: the one constant to tune.
-pub const GZIP_DEFAULT_LEVEL: u32 = 6;
+/// The default gzip (libdeflate) level. Measured on the bench image (826 MB,
+/// 2 cores): level 1 needs 57 % of level 6's CPU and its output is 5 % larger
+/// than `docker push`'s (level 2: 66 %, equal size; level 6: 3 % smaller).
+/// The registry of an idpbuilder cluster is local, so speed wins.
+pub const GZIP_DEFAULT_LEVEL: u32 = 1;
 /// libdeflate's levels.
 pub const GZIP_LEVELS: RangeInclusive<u32> = 1..=12;
 /// zstd's own default level.

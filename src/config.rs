@@ -559,7 +559,7 @@ mod tests {
             from_args(&args(&full), false, &mut FakeStdin(None))
                 .map(|request| request.settings.compression_level)
         };
-        assert_eq!(level(&[]).unwrap(), 6);
+        assert_eq!(level(&[]).unwrap(), crate::compress::GZIP_DEFAULT_LEVEL);
         assert_eq!(level(&["--compression", "zstd"]).unwrap(), 3);
         assert_eq!(level(&["--compression-level", "12"]).unwrap(), 12);
         assert_eq!(
