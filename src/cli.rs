@@ -156,7 +156,7 @@ pub struct PushArgs {
     pub compression_threads: Option<u16>,
 
     /// Largest request body of a blob upload, in MiB (stay below any proxy limit)
-    #[arg(long, value_name = "MiB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1023))]
+    #[arg(long, value_name = "MiB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1023))]
     pub chunk_size: u64,
 
     /// Seconds to wait for a TCP/TLS connection

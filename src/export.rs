@@ -231,8 +231,14 @@ impl Walker<'_, '_> {
             EntryKind::Blob(digest) => self.other_blob(digest, entry, path)?,
             EntryKind::LegacyJson(directory) => {
                 let document = read_document(entry, path)?;
-                if let Some(diff_id) = self.legacy.identify(&directory, &document) {
-                    self.identified.insert(directory, diff_id);
+                match self.legacy.identify(&directory, &document) {
+                    Some(diff_id) => {
+                        tracing::debug!("{path} proves that {directory} holds layer {diff_id}");
+                        self.identified.insert(directory, diff_id);
+                    }
+                    None => tracing::debug!(
+                        "{path} does not say which layer {directory} holds: it will be hashed"
+                    ),
                 }
             }
             EntryKind::LegacyLayer(directory) => match self.identified.get(&directory).cloned() {
@@ -262,6 +268,7 @@ impl Walker<'_, '_> {
         path: &str,
     ) -> Result<(), ExportError> {
         if self.plan.present.contains_key(&diff_id) {
+            tracing::debug!("{path} is layer {diff_id}, which the registry has: not read");
             self.result.skipped.insert(diff_id);
             Ok(())
         } else if self.result.layers.contains_key(&diff_id) {

@@ -419,3 +419,153 @@ fn a_corrupt_cached_manifest_is_ignored_with_a_warning() {
         "the entry was recorded again"
     );
 }
+
+/// Two images sharing a big first layer whose blob sorts last in the archive,
+/// so everything the second push needs comes before it.
+fn shared_big_layer_images(name: &str) -> [ImageFixture; 2] {
+    let big = LayerInput::from_files(&[("big", &layouts::pseudo_random_bytes(71, 12 << 20))]);
+    let image = |seed: u64| {
+        let small = LayerInput::from_files(&[("small", &layouts::pseudo_random_bytes(seed, 1000))]);
+        layouts::docker25_classic(
+            &[&format!("{name}-{seed}:v1")],
+            &[big.clone(), small],
+            "linux",
+            "amd64",
+        )
+    };
+    let mut seeds = 100u64..;
+    let mut sorted_before_big = || loop {
+        let fixture = image(seeds.next().unwrap());
+        let big_digest = &fixture.diff_ids[0];
+        if &fixture.diff_ids[1] < big_digest && &fixture.config_digest < big_digest {
+            return fixture;
+        }
+    };
+    [sorted_before_big(), sorted_before_big()]
+}
+
+#[test]
+fn a_push_stops_reading_the_export_once_it_has_what_it_needs() {
+    let name = unique("earlystop");
+    let images = shared_big_layer_images(&name);
+    let tag = |fixture: &ImageFixture| fixture.inspect["RepoTags"][0].as_str().unwrap().to_owned();
+    let directory = TempDir::new("earlystop");
+    let daemon = FakeDaemon::start(
+        &directory.path().join("fake.sock"),
+        images
+            .iter()
+            .map(|fixture| FakeImage {
+                names: vec![tag(fixture)],
+                inspect: fixture.inspect.clone(),
+                archive: fixture.archive.clone(),
+            })
+            .collect(),
+    )
+    .unwrap();
+    let cache = TempDir::new("earlystop-cache");
+    let push = |fixture: &ImageFixture| {
+        Push::new()
+            .cache(cache.path())
+            .env("DOCKER_HOST", daemon.docker_host())
+            .args([
+                "--registry",
+                &registry("team"),
+                "--to",
+                &format!("team/{name}:{}", &fixture.config_digest[7..19]),
+                &tag(fixture),
+            ])
+            .run()
+    };
+    push(&images[0]).success();
+    let after_first = daemon.archive_bytes_sent();
+    assert_eq!(
+        after_first,
+        images[0].archive.len() as u64,
+        "the first push needs every layer"
+    );
+    let second = push(&images[1]);
+    second.success();
+    let sent = daemon.archive_bytes_sent() - after_first;
+    let archive = images[1].archive.len() as u64;
+    assert!(
+        sent < archive - (8 << 20),
+        "the 12 MiB layer the registry has, last in the archive, was not streamed: {sent} of {archive} bytes sent"
+    );
+    let (reference, digest) = second.pinned();
+    let inspected = skopeo_inspect(&reference, &["--tls-verify=false", "--config"]);
+    assert_eq!(
+        inspected["rootfs"]["diff_ids"],
+        serde_json::json!(images[1].diff_ids),
+        "{digest}: the pushed config is the second image's"
+    );
+    let layers = skopeo_inspect(&reference, &["--tls-verify=false"])["Layers"].clone();
+    assert_eq!(layers.as_array().unwrap().len(), 2, "{layers}");
+}
+
+#[test]
+fn docker_20_layers_are_recognised_by_their_v1_id_and_unchanged_ones_never_read() {
+    let name = unique("v1id");
+    let lower = [
+        vec![("base".to_owned(), noise(81, 400_000))],
+        vec![("mid".to_owned(), noise(82, 200_000))],
+    ];
+    let build = |version: &str, seed: u64| {
+        let mut layers = lower.to_vec();
+        layers.push(vec![("top".to_owned(), noise(seed, 5000))]);
+        let tag = format!("{name}:{version}");
+        let id = docker_build(&tag, &layers);
+        let output = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            &tag,
+        ]);
+        let diff_ids: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+        (tag, id, diff_ids)
+    };
+    let (first_tag, _, first_layers) = build("v1", 83);
+    let (second_tag, second_id, second_layers) = build("v2", 84);
+    assert_eq!(
+        first_layers[..2],
+        second_layers[..2],
+        "the build cache shares the lower layers"
+    );
+    assert_ne!(first_layers[2], second_layers[2]);
+    let cache = TempDir::new("v1id-cache");
+    let push = |tag: &str| {
+        Push::new()
+            .cache(cache.path())
+            .args(["--registry", &registry("team"), "--log-level", "debug", tag])
+            .run()
+    };
+    let first = push(&first_tag);
+    first.success();
+    for diff_id in &first_layers {
+        assert!(
+            first.stderr.contains(&format!("holds layer {diff_id}")),
+            "cold push: {diff_id} recognised from its directory's json: {}",
+            first.stderr
+        );
+    }
+    let second = push(&second_tag);
+    second.success();
+    for diff_id in &second_layers[..2] {
+        assert!(
+            second.stderr.contains(&format!(
+                "is layer {diff_id}, which the registry has: not read"
+            )),
+            "{diff_id} skipped unread: {}",
+            second.stderr
+        );
+    }
+    assert!(
+        !second.stderr.contains("it will be hashed"),
+        "no directory needed hashing: {}",
+        second.stderr
+    );
+    let (reference, _) = second.pinned();
+    docker(&["rmi", "-f", &second_tag]);
+    crate::support::assert_success(&docker(&["pull", &reference]), "docker pull");
+    assert_eq!(docker_image_id(&reference), second_id);
+}

@@ -75,6 +75,9 @@ struct Shared {
     stop: AtomicBool,
     requests: AtomicU64,
     export_requests: AtomicU64,
+    /// Archive bytes written to clients (a client that stops reading early
+    /// closes the connection, and the rest is never written).
+    archive_bytes_sent: AtomicU64,
     request_log: Mutex<Vec<String>>,
 }
 
@@ -99,6 +102,7 @@ impl FakeDaemon {
             stop: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             export_requests: AtomicU64::new(0),
+            archive_bytes_sent: AtomicU64::new(0),
             request_log: Mutex::new(Vec::new()),
         });
         let loop_shared = Arc::clone(&shared);
@@ -129,6 +133,11 @@ impl FakeDaemon {
     /// Requests to either export endpoint, found or not.
     pub fn export_requests(&self) -> u64 {
         self.shared.export_requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of export archives written to clients so far.
+    pub fn archive_bytes_sent(&self) -> u64 {
+        self.shared.archive_bytes_sent.load(Ordering::SeqCst)
     }
 
     /// `METHOD target` of every request so far, in arrival order.
@@ -217,7 +226,7 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
         let keep_alive = !request.wants_close();
         // A client that hangs up mid-archive is a normal way for a test to end.
         if connection
-            .write_response(&request, response, &shared.version, keep_alive)
+            .write_response(&request, response, shared, keep_alive)
             .is_err()
             || !keep_alive
         {
@@ -458,9 +467,10 @@ impl HttpConnection<UnixStream> {
         &mut self,
         request: &HttpRequest,
         response: HttpResponse,
-        engine: &EngineVersion,
+        shared: &Shared,
         keep_alive: bool,
     ) -> io::Result<()> {
+        let engine = &shared.version;
         let mut head = format!(
             "HTTP/1.1 {} {}\r\n",
             response.status,
@@ -494,18 +504,19 @@ impl HttpConnection<UnixStream> {
                 head.push_str("Transfer-Encoding: chunked\r\n\r\n");
                 self.stream.write_all(head.as_bytes())?;
                 if body_allowed {
-                    self.write_chunked(bytes)?;
+                    self.write_chunked(bytes, &shared.archive_bytes_sent)?;
                 }
             }
         }
         self.stream.flush()
     }
 
-    fn write_chunked(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_chunked(&mut self, bytes: &[u8], sent: &AtomicU64) -> io::Result<()> {
         for chunk in bytes.chunks(ARCHIVE_CHUNK_BYTES) {
             self.stream
                 .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
             self.stream.write_all(chunk)?;
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             self.stream.write_all(b"\r\n")?;
         }
         self.stream.write_all(b"0\r\n\r\n")
