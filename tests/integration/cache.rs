@@ -16,6 +16,24 @@ fn registry(namespace: &str) -> String {
     format!("http://{}/{namespace}", services().plain)
 }
 
+/// `DELETE url` straight at the registry: the HTTP status it answered.
+fn delete(url: &str) -> String {
+    let output = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            url,
+        ])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[test]
 fn an_unchanged_image_pushes_again_without_any_export() {
     let name = unique("noexport");
@@ -25,15 +43,10 @@ fn an_unchanged_image_pushes_again_without_any_export() {
     ];
     let fixture = layouts::docker25_classic(&[&format!("{name}:v1")], &layers, "linux", "amd64");
     let directory = TempDir::new("noexport");
-    let daemon = FakeDaemon::start(
-        &directory.path().join("fake.sock"),
-        vec![FakeImage {
-            names: vec![format!("{name}:v1")],
-            inspect: fixture.inspect.clone(),
-            archive: fixture.archive.clone(),
-        }],
-    )
-    .unwrap();
+    let daemon = FakeDaemon::serving(
+        &directory,
+        vec![FakeImage::of(&format!("{name}:v1"), &fixture)],
+    );
     let cache = TempDir::new("noexport-cache");
     let push = || {
         Push::new()
@@ -80,24 +93,7 @@ fn a_cache_pointing_at_deleted_blobs_still_pushes_correctly() {
             services().plain,
             layer.as_str().unwrap()
         );
-        let deleted = std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "DELETE",
-                &url,
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&deleted.stdout),
-            "202",
-            "blob deleted"
-        );
+        assert_eq!(delete(&url), "202", "blob deleted");
     }
     let second = Push::new()
         .cache(cache.path())
@@ -194,19 +190,14 @@ impl Repush {
         };
         let images = [fixture("a", 61), fixture("b", 62)];
         let directory = TempDir::new(prefix);
-        let daemon = FakeDaemon::start(
-            &directory.path().join("fake.sock"),
+        let daemon = FakeDaemon::serving(
+            &directory,
             ["a", "b"]
                 .iter()
                 .zip(&images)
-                .map(|(image, fixture)| FakeImage {
-                    names: vec![format!("{name}-{image}:v1")],
-                    inspect: fixture.inspect.clone(),
-                    archive: fixture.archive.clone(),
-                })
+                .map(|(image, fixture)| FakeImage::of(&format!("{name}-{image}:v1"), fixture))
                 .collect(),
-        )
-        .unwrap();
+        );
         Repush {
             name,
             images,
@@ -338,24 +329,7 @@ fn a_cached_manifest_gone_from_the_registry_falls_back_to_a_full_push() {
         services().plain,
         setup.name
     );
-    let deleted = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "DELETE",
-            &url,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&deleted.stdout),
-        "202",
-        "manifest deleted"
-    );
+    assert_eq!(delete(&url), "202", "manifest deleted");
     assert_eq!(setup.served("v1"), None);
 
     let mark = setup.proxy.requests().len();
@@ -450,18 +424,13 @@ fn a_push_stops_reading_the_export_once_it_has_what_it_needs() {
     let images = shared_big_layer_images(&name);
     let tag = |fixture: &ImageFixture| fixture.inspect["RepoTags"][0].as_str().unwrap().to_owned();
     let directory = TempDir::new("earlystop");
-    let daemon = FakeDaemon::start(
-        &directory.path().join("fake.sock"),
+    let daemon = FakeDaemon::serving(
+        &directory,
         images
             .iter()
-            .map(|fixture| FakeImage {
-                names: vec![tag(fixture)],
-                inspect: fixture.inspect.clone(),
-                archive: fixture.archive.clone(),
-            })
+            .map(|fixture| FakeImage::of(&tag(fixture), fixture))
             .collect(),
-    )
-    .unwrap();
+    );
     let cache = TempDir::new("earlystop-cache");
     let push = |fixture: &ImageFixture| {
         Push::new()

@@ -153,15 +153,10 @@ fn gzip_and_zstd_pushes_never_reuse_each_others_cached_layers() {
     ];
     let fixture = layouts::docker25_classic(&[&format!("{name}:v1")], &layers, "linux", "amd64");
     let directory = TempDir::new("zstdcache");
-    let daemon = FakeDaemon::start(
-        &directory.path().join("fake.sock"),
-        vec![FakeImage {
-            names: vec![format!("{name}:v1")],
-            inspect: fixture.inspect.clone(),
-            archive: fixture.archive.clone(),
-        }],
-    )
-    .unwrap();
+    let daemon = FakeDaemon::serving(
+        &directory,
+        vec![FakeImage::of(&format!("{name}:v1"), &fixture)],
+    );
     let cache = TempDir::new("zstdcache-cache");
     let push = |compression: &str, tag: &str| {
         let run = Push::new()
@@ -240,58 +235,34 @@ fn gzip_and_zstd_pushes_never_reuse_each_others_cached_layers() {
 
 #[test]
 fn a_level_outside_the_algorithms_range_is_a_usage_error() {
+    // Against an address nothing listens on: a valid level gets as far as the registry.
+    let attempt = |environment: &[(&str, &str)], flags: &[&str]| {
+        let mut push = Push::new();
+        for (key, value) in environment {
+            push = push.env(key, value);
+        }
+        push.args(["--registry", "http://127.0.0.1:9"])
+            .args(flags)
+            .arg("img")
+            .run()
+    };
     let usage = |run: &crate::support::Run, range: &str| {
         run.failure(1)
             .stderr_contains("--compression-level 20")
             .stderr_contains(range)
             .stderr_contains("hint:");
     };
-    let zstd = Push::new()
-        .args([
-            "--registry",
-            "http://127.0.0.1:9",
-            "--compression",
-            "zstd",
-            "--compression-level",
-            "20",
-            "img",
-        ])
-        .run();
+    let zstd = attempt(&[], &["--compression", "zstd", "--compression-level", "20"]);
     usage(&zstd, "out of range for zstd: allowed 1..=19");
     // The algorithm from the environment variable decides the range too.
-    let from_environment = Push::new()
-        .env("IDPBUILDER_PUSH_COMPRESSION", "zstd")
-        .args([
-            "--registry",
-            "http://127.0.0.1:9",
-            "--compression-level",
-            "20",
-            "img",
-        ])
-        .run();
+    let from_environment = attempt(
+        &[("IDPBUILDER_PUSH_COMPRESSION", "zstd")],
+        &["--compression-level", "20"],
+    );
     usage(&from_environment, "1..=19");
-    let gzip = Push::new()
-        .args([
-            "--registry",
-            "http://127.0.0.1:9",
-            "--compression-level",
-            "20",
-            "img",
-        ])
-        .run();
+    let gzip = attempt(&[], &["--compression-level", "20"]);
     usage(&gzip, "out of range for gzip: allowed 1..=12");
-    // 19 is fine for zstd: the push gets as far as the (absent) registry.
-    let valid = Push::new()
-        .args([
-            "--registry",
-            "http://127.0.0.1:9",
-            "--compression",
-            "zstd",
-            "--compression-level",
-            "19",
-            "img",
-        ])
-        .run();
+    let valid = attempt(&[], &["--compression", "zstd", "--compression-level", "19"]);
     assert!(
         !valid.stderr.contains("--compression-level"),
         "{}",

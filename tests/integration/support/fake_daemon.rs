@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use super::http_server::{percent_decode, HttpConnection, HttpRequest, POLL_INTERVAL};
+use super::layouts::ImageFixture;
+use super::TempDir;
 
 /// Requests served on one connection before it is closed, to bound the per-connection loop.
 const MAX_REQUESTS_PER_CONNECTION: usize = 10_000;
@@ -37,6 +39,17 @@ pub struct FakeImage {
     pub inspect: serde_json::Value,
     /// Body of the export endpoints (a `docker save` tar).
     pub archive: Vec<u8>,
+}
+
+impl FakeImage {
+    /// The image of a layout fixture, answering to `name`.
+    pub fn of(name: &str, fixture: &ImageFixture) -> FakeImage {
+        FakeImage {
+            names: vec![name.to_owned()],
+            inspect: fixture.inspect.clone(),
+            archive: fixture.archive.clone(),
+        }
+    }
 }
 
 /// What `/version` and `/_ping` report; `api_version` also bounds the accepted `/vX.Y` prefixes.
@@ -114,6 +127,12 @@ impl FakeDaemon {
             shared,
             accept_thread: Some(accept_thread),
         })
+    }
+
+    /// A fake daemon on `<directory>/fake.sock` knowing `images`.
+    pub fn serving(directory: &TempDir, images: Vec<FakeImage>) -> FakeDaemon {
+        FakeDaemon::start(&directory.path().join("fake.sock"), images)
+            .expect("the fake daemon starts")
     }
 
     pub fn socket_path(&self) -> &Path {
