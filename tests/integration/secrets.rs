@@ -186,3 +186,91 @@ fn password_on_the_command_line_warns() {
         .stderr_contains("visible to other users")
         .stderr_contains("--password-stdin");
 }
+
+/// A plain-HTTP listener that counts the connections it receives.
+fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, count)
+}
+
+/// An HTTPS server (self-signed certificate) answering every request with a
+/// redirect to `location`.
+fn redirecting_https_server(location: String) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let connection = rustls::ServerConnection::new(std::sync::Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let response = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tls.write_all(response.as_bytes());
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused_before_any_byte_goes_out() {
+    let (plain_port, connections) = counting_listener();
+    let https_port = redirecting_https_server(format!("http://127.0.0.1:{plain_port}/v2/"));
+    let password = sentinel("redirected");
+    let run = Push::new()
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &password)
+        .args([
+            "--registry",
+            &format!("https://127.0.0.1:{https_port}/team"),
+            "--insecure",
+            "-u",
+            "someone",
+            "--log-level",
+            "debug",
+            &image(),
+        ])
+        .run();
+    run.failure(1)
+        .stderr_contains("refusing a redirect from https to plain http");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the plain-HTTP address: {}",
+        run.stderr
+    );
+    assert_hidden(&run, &[&password], "https -> http redirect");
+}
