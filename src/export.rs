@@ -37,6 +37,7 @@ pub trait BlobWriter {
 }
 
 /// What the walk should do, decided before the export started.
+#[derive(Clone)]
 pub struct ExportPlan {
     pub image: ImageInfo,
     /// diffID -> uncompressed size, for layers whose blobs the registry has.

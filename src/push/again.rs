@@ -6,7 +6,6 @@
 //! costs a request or two.
 
 use bytes::Bytes;
-use oci_client::manifest::OciImageManifest;
 use reqwest::StatusCode;
 
 use super::{LayerOutcome, PushOutcome};
@@ -111,20 +110,18 @@ fn cached_layers(entry: &CachedManifest, image: &ImageInfo) -> Result<Vec<(Strin
             entry.digest
         ));
     }
-    let parsed: OciImageManifest = serde_json::from_str(&entry.manifest)
-        .map_err(|error| format!("the manifest is not valid: {error}"))?;
-    if parsed.config.digest != image.id || parsed.layers.len() != image.diff_ids.len() {
-        return Err("the manifest describes another image".to_owned());
+    match manifest::read_document(&entry.digest, entry.manifest.as_bytes()) {
+        Ok(manifest::Document::Manifest { config, layers, .. })
+            if config.digest == image.id && layers.len() == image.diff_ids.len() =>
+        {
+            Ok(layers
+                .into_iter()
+                .map(|layer| (layer.digest, layer.size))
+                .collect())
+        }
+        Ok(_) => Err("the manifest describes another image".to_owned()),
+        Err(error) => Err(format!("the manifest is not valid: {error}")),
     }
-    parsed
-        .layers
-        .into_iter()
-        .map(|layer| {
-            let size = u64::try_from(layer.size)
-                .map_err(|_| format!("layer {} has a negative size", layer.digest))?;
-            Ok((layer.digest, size))
-        })
-        .collect()
 }
 
 /// The cached manifest's own type first, then every manifest type, so the

@@ -54,14 +54,7 @@ pub async fn export_and_upload(
     let threads = config.compression_threads;
     let compression = config.compression;
     let level = config.compression_level;
-    let plan_copy = ExportPlan {
-        image: plan.image.clone(),
-        present: plan.present.clone(),
-        match_sizes: plan.match_sizes,
-        platform: plan.platform.clone(),
-        stop_when_complete: plan.stop_when_complete,
-        need_config: plan.need_config,
-    };
+    let plan_copy = plan.clone();
     let ((result, walked), uploads) = tokio::task::spawn_blocking(move || {
         let pool = BlockCompressor::new(threads, compression, level);
         let walked = export::walk(reader, &plan_copy, &pool, &mut uploads);
