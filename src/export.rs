@@ -8,7 +8,7 @@
 //! and content as they pass, using what the daemon's inspect said.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 
 use sha2::{Digest, Sha256};
 
@@ -145,7 +145,7 @@ fn classify(path: &str) -> EntryKind {
 /// What was learnt comes back even when the walk fails, so a later pass can
 /// keep the layers that were uploaded in full.
 pub fn walk(
-    reader: impl Read,
+    reader: impl Read + Seek,
     plan: &ExportPlan,
     pool: &BlockCompressor,
     uploads: &mut dyn BlobUploads,
@@ -165,9 +165,11 @@ pub fn walk(
     (walker.result, outcome)
 }
 
-fn walk_entries(reader: impl Read, walker: &mut Walker) -> Result<(), ExportError> {
+/// The archive is walked with seeks: an entry not read, or not to its end, is
+/// passed over without being copied out of the stream.
+fn walk_entries(reader: impl Read + Seek, walker: &mut Walker) -> Result<(), ExportError> {
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(ExportError::Read)? {
+    for entry in archive.entries_with_seek().map_err(ExportError::Read)? {
         let mut entry = entry.map_err(ExportError::Read)?;
         if !entry.header().entry_type().is_file() {
             // Docker links duplicate layers to their first copy: nothing to read.

@@ -2,13 +2,14 @@
 //! the image and streams its `docker save` export.
 
 pub mod endpoint;
+pub mod export_stream;
 
 use std::time::Duration;
 
 use bollard::Docker;
-use futures_util::{Stream, TryStreamExt};
 
 pub use endpoint::{Endpoint, EndpointError, ResolvedEndpoint};
+pub use export_stream::{ExportAbort, ExportRequest, ExportStream};
 
 /// What the daemon says about an image, reduced to what a push needs.
 #[derive(Debug, Clone)]
@@ -95,11 +96,12 @@ impl DaemonError {
 pub struct Daemon {
     docker: Docker,
     resolved: ResolvedEndpoint,
+    timeout: Duration,
 }
 
-/// bollard counts its request timeout to the first response byte; the classic
-/// store stages a whole export on disk before sending it, so exports get long.
-const EXPORT_TIMEOUT_SECONDS: u64 = 3600;
+/// The classic store stages a whole export on disk before its first byte, so
+/// the wait for bytes of an export is long.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Daemon {
     /// Resolves the endpoint like the docker CLI, connects and negotiates the API
@@ -135,7 +137,11 @@ impl Daemon {
         }
         .map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        Ok(Daemon { docker, resolved })
+        Ok(Daemon {
+            docker,
+            resolved,
+            timeout,
+        })
     }
 
     pub fn endpoint(&self) -> &ResolvedEndpoint {
@@ -184,16 +190,37 @@ impl Daemon {
         })
     }
 
-    /// Streams `docker save NAME` as raw tar bytes.
-    pub fn export(
-        &self,
-        name: &str,
-    ) -> impl Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-        let mut docker = self.docker.clone();
-        docker.set_timeout(Duration::from_secs(EXPORT_TIMEOUT_SECONDS));
-        tracing::debug!("daemon -> GET /images/{name}/get (export stream)");
-        docker.export_image(name).map_err(std::io::Error::other)
+    /// The request for `docker save NAME`, at the negotiated API version; it is
+    /// opened and read on a blocking thread (see `export_stream`).
+    pub fn export(&self, name: &str) -> ExportRequest {
+        let path = format!(
+            "/v{}/images/{}/get",
+            self.docker.client_version(),
+            encode_path_segment(name)
+        );
+        tracing::debug!("daemon -> GET {path} (export stream)");
+        ExportRequest {
+            endpoint: self.resolved.endpoint.clone(),
+            path,
+            timeout: EXPORT_TIMEOUT,
+            connect_timeout: self.timeout,
+            abort: Default::default(),
+        }
     }
+}
+
+/// Percent-encodes what may not appear in a path as it is; `/` and `:` stay,
+/// as the daemon routes `/images/{name:.*}/get` (`localhost/app:1`).
+fn encode_path_segment(name: &str) -> String {
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/:@".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 fn image_info(name: &str, inspect: bollard::models::ImageInspect) -> ImageInfo {

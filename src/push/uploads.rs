@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::compress::{BlockCompressor, CompressError, BLOCK_SIZE};
 use crate::config::PushConfig;
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::export::{self, BlobUploads, BlobWriter, ExportPlan, ExportResult, UploadedLayer};
+use crate::export::{
+    self, BlobUploads, BlobWriter, ExportError, ExportPlan, ExportResult, UploadedLayer,
+};
 use crate::output::{short_digest, LayerProgress, Reporter};
 use crate::registry::{Registry, RegistryError, UploadSession};
 
@@ -43,7 +44,9 @@ pub async fn export_and_upload(
     reporter: &Arc<Reporter>,
     spare_sessions: &Arc<Mutex<Vec<UploadSession>>>,
 ) -> Result<ExportResult, PassError> {
-    let reader = SyncIoBridge::new(StreamReader::new(daemon.export(&plan.image.name)));
+    let request = daemon.export(&plan.image.name);
+    // Held until the walk ends; dropped early when the push is cancelled.
+    let _abort = request.abort_on_drop();
     let mut uploads = UploadBridge {
         runtime: tokio::runtime::Handle::current(),
         registry: Arc::clone(registry),
@@ -57,7 +60,10 @@ pub async fn export_and_upload(
     let plan_copy = plan.clone();
     let ((result, walked), uploads) = tokio::task::spawn_blocking(move || {
         let pool = BlockCompressor::new(threads, compression, level);
-        let walked = export::walk(reader, &plan_copy, &pool, &mut uploads);
+        let walked = match request.open() {
+            Ok(reader) => export::walk(reader, &plan_copy, &pool, &mut uploads),
+            Err(error) => (ExportResult::default(), Err(ExportError::Read(error))),
+        };
         (walked, uploads)
     })
     .await
