@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Sourced by test.sh and demo.sh: `ensure_packages` installs the Debian
-# packages the test services and the demo need when run as root, and otherwise
+# packages the build, the test services and the demo need when run as root, and otherwise
 # prints the exact apt-get command and exits 1.
 
 # Debian package => a command it provides. Checking commands (not dpkg) keeps
 # hosts that got a tool elsewhere (pyenv python3, a newer docker CLI) working.
-# docker.io pulls in containerd and runc.
+# docker.io pulls in containerd and runc. nasm, autoconf, automake, libtool
+# and make build ISA-L (the default `isal` cargo feature) from source.
 declare -A PKG_CMD=(
 	[docker.io]=dockerd
 	[containerd]=containerd
@@ -17,11 +18,17 @@ declare -A PKG_CMD=(
 	[curl]=curl
 	[python3]=python3
 	[time]=/usr/bin/time
+	[nasm]=nasm
+	[autoconf]=autoconf
+	[automake]=automake
+	[libtool]=libtoolize
+	[make]=make
 )
 
 ensure_packages() {
 	local missing=() pkg
-	for pkg in docker.io containerd docker-registry podman skopeo apache2-utils openssl curl python3 time; do
+	for pkg in docker.io containerd docker-registry podman skopeo apache2-utils openssl curl python3 time \
+		nasm autoconf automake libtool make; do
 		command -v "${PKG_CMD[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
 	done
 	# dockerd alone is not enough: we also drive it with the docker CLI.
