@@ -207,6 +207,7 @@ async fn upload_stream(
         action,
         idle: Some(session),
         in_flight: None,
+        spare: None,
     };
     // Gather compressed members into chunks of at most chunk_size. One chunk
     // is PATCHed while the next fills, so compression does not wait for the
@@ -221,15 +222,14 @@ async fn upload_stream(
             let mut bytes = bytes;
             while !bytes.is_empty() {
                 if chunk.capacity() == 0 {
-                    // One exact allocation per chunk: growing by doubling would
-                    // hold up to twice the chunk size.
-                    chunk.reserve(chunk_size);
+                    chunk = patches.empty_chunk(chunk_size);
                 }
                 let room = chunk_size - chunk.len();
                 let taken = bytes.split_to(room.min(bytes.len()));
                 chunk.extend_from_slice(&taken);
                 if chunk.len() == chunk_size {
-                    patches.send(chunk.split().freeze(), &mut progress).await?;
+                    let full = std::mem::take(&mut chunk);
+                    patches.send(full.freeze(), &mut progress).await?;
                 }
             }
         }
@@ -238,7 +238,7 @@ async fn upload_stream(
         }
     }
     if !chunk.is_empty() {
-        patches.send(chunk.split().freeze(), &mut progress).await?;
+        patches.send(chunk.freeze(), &mut progress).await?;
     }
     let session = patches.settle(&mut progress).await?;
     match finished.await {
@@ -255,16 +255,36 @@ async fn upload_stream(
     }
 }
 
+/// A PATCH in flight: the session and the chunk come back with its answer.
+type InFlight = JoinHandle<(UploadSession, Bytes, Result<u64, RegistryError>)>;
+
 /// The PATCH requests of one upload session: at most one in flight, the
 /// session travelling with it and coming back when it is answered.
 struct Patches {
     registry: Arc<Registry>,
     action: String,
     idle: Option<UploadSession>,
-    in_flight: Option<JoinHandle<(UploadSession, Result<u64, RegistryError>)>>,
+    in_flight: Option<InFlight>,
+    /// The buffer of the last acknowledged chunk, to fill again: a fresh
+    /// chunk-sized allocation per PATCH let glibc's per-thread arenas hold
+    /// several chunks' worth of freed memory.
+    spare: Option<bytes::BytesMut>,
 }
 
 impl Patches {
+    /// An empty buffer with room for one chunk.
+    fn empty_chunk(&mut self, chunk_size: usize) -> bytes::BytesMut {
+        match self.spare.take() {
+            Some(mut chunk) if chunk.capacity() >= chunk_size => {
+                chunk.clear();
+                chunk
+            }
+            // One exact allocation per chunk: growing by doubling would hold
+            // up to twice the chunk size.
+            _ => bytes::BytesMut::with_capacity(chunk_size),
+        }
+    }
+
     /// Waits for the PATCH in flight, then sends `chunk` in the background.
     async fn send(
         &mut self,
@@ -276,8 +296,8 @@ impl Patches {
         let action = self.action.clone();
         self.in_flight = Some(tokio::spawn(async move {
             let length = chunk.len() as u64;
-            let sent = registry.append(&mut session, chunk, &action).await;
-            (session, sent.map(|()| length))
+            let sent = registry.append(&mut session, chunk.clone(), &action).await;
+            (session, chunk, sent.map(|()| length))
         }));
         Ok(())
     }
@@ -288,11 +308,14 @@ impl Patches {
         progress: &mut LayerProgress,
     ) -> Result<UploadSession, RegistryError> {
         if let Some(in_flight) = self.in_flight.take() {
-            let (session, sent) = in_flight.await.map_err(|error| RegistryError::Protocol {
-                action: self.action.clone(),
-                detail: format!("the upload task stopped: {error}"),
-            })?;
+            let (session, chunk, sent) =
+                in_flight.await.map_err(|error| RegistryError::Protocol {
+                    action: self.action.clone(),
+                    detail: format!("the upload task stopped: {error}"),
+                })?;
             self.idle = Some(session);
+            // Unique once the request is done with it; else a new one is made.
+            self.spare = chunk.try_into_mut().ok();
             progress.sent(sent?);
         }
         Ok(self
