@@ -4,7 +4,7 @@
     scripts/bench-report.py --runs runs.tsv --machine machine.txt [--scale full|small] [--out FILE]
 
 runs.tsv has one line per measured push (header line first): round, tool
-(ours|docker|skopeo), scenario (cold|unchanged|changed), rc, wall_s, user_s,
+(ours|docker|skopeo), scenario (cold|unchanged|changed|big), rc, wall_s, user_s,
 sys_s, maxrss_kib, dockerd_cpu_s, exports, compressed_bytes, layers, note.
 machine.txt has "key<TAB>value" lines. The report is Markdown, printed to
 stdout and written to --out. Only successful runs (rc 0) enter the medians.
@@ -22,11 +22,12 @@ TOOL_NAMES = {
     "docker": "docker push",
     "skopeo": "skopeo copy",
 }
-SCENARIOS = ["cold", "unchanged", "changed"]
+SCENARIOS = ["cold", "unchanged", "changed", "big"]
 SCENARIO_NAMES = {
     "cold": "cold push (empty repository, empty caches)",
     "unchanged": "unchanged image pushed again",
     "changed": "one changed app layer",
+    "big": "cold push of one big layer of random bytes (once per tool)",
 }
 RSS_LIMIT_MIB = 64
 
@@ -141,7 +142,9 @@ def targets(s, rows):
 
     rss = [r["rss_mib"] for r in rows if r["tool"] == "ours" and r["ok"] and r["rss_mib"] is not None]
     peak = max(rss) if rss else None
-    add(f"peak RSS < {RSS_LIMIT_MIB} MiB (all our runs)", f"{fmt(peak, 1)} MiB", cmp(peak, RSS_LIMIT_MIB, strict=True))
+    big = s["ours", "big"]
+    scope = "all our runs, the big layer included" if big["n"] else "all our runs; no big-layer run"
+    add(f"peak RSS < {RSS_LIMIT_MIB} MiB ({scope})", f"{fmt(peak, 1)} MiB", cmp(peak, RSS_LIMIT_MIB, strict=True))
 
     r = ratio(cold_o["size"], cold_d["size"])
     dev = abs(r - 1) if r is not None else None
@@ -178,6 +181,8 @@ def render(rows, machine, scale):
     w("| scenario | tool | wall s | CPU s | peak RSS MiB | dockerd CPU s | size MB | exports | runs |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for scenario in SCENARIOS:
+        if not any(s[tool, scenario]["n"] or s[tool, scenario]["failed"] for tool in TOOLS):
+            continue
         for tool in TOOLS:
             m = s[tool, scenario]
             runs = f"{m['n']}" + (f" ({m['failed']} failed)" if m["failed"] else "")
@@ -190,6 +195,8 @@ def render(rows, machine, scale):
     w("| scenario | wall vs skopeo | wall vs docker push | CPU vs skopeo | size vs docker push |")
     w("|---|---:|---:|---:|---:|")
     for scenario in SCENARIOS:
+        if not any(s[tool, scenario]["n"] for tool in TOOLS):
+            continue
         o, sk, dk = s["ours", scenario], s["skopeo", scenario], s["docker", scenario]
         w(f"| {scenario} | {fmt(ratio(o['wall'], sk['wall']))}x | {fmt(ratio(o['wall'], dk['wall']))}x | "
           f"{fmt(ratio(o['cpu'], sk['cpu']))}x | {fmt(ratio(o['size'], dk['size']), 3)}x |")
@@ -201,7 +208,8 @@ def render(rows, machine, scale):
     for name, measured, verdict in targets(s, rows):
         w(f"| {name} | {measured} | {verdict} |")
     w("")
-    w("The single-3-GiB-layer RSS target is checked by the test suite, not by this workload.")
+    if not any(r["scenario"] == "big" for r in rows):
+        w("No big-layer run (--big-mib 0): the peak-RSS verdict covers the bench image only.")
     notes = [r for r in rows if r["note"]]
     if notes:
         w("")

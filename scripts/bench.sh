@@ -3,9 +3,11 @@
 #
 #   scripts/bench.sh [--rounds N] [--scale full|small] [--out FILE] [--keep]
 #                    [--bin PATH] [--push-timeout SECONDS] [--max-seconds SECONDS]
-#                    [--skopeo-cache round|run] [-- EXTRA_IDPBUILDER_PUSH_ARGS...]
+#                    [--skopeo-cache round|run] [--big-mib MIB]
+#                    [-- EXTRA_IDPBUILDER_PUSH_ARGS...]
 #
-# Environment (flags win): BENCH_ROUNDS (3), BENCH_SCALE (full), BENCH_OUT
+# Environment (flags win): BENCH_ROUNDS (3), BENCH_SCALE (full), BENCH_BIG_MIB
+# (3072 at full scale, 300 at small; 0 leaves the big image out), BENCH_OUT
 # (<repo>/bench-results.md), IDPB_PUSH_BIN (<repo>/target/release/idpbuilder-push),
 # BENCH_PUSH_TIMEOUT (900), BENCH_BUILD_TIMEOUT (1800), BENCH_MAX_SECONDS (5400),
 # BENCH_SKOPEO_CACHE (round), IDPB_TEST_ROOT (/tmp/idpb-bench; keep it short, it holds unix sockets).
@@ -71,6 +73,11 @@
 #     sizes of the manifest the registry serves for the pushed tag), and the
 #     number of image export requests (`GET /images/get`, `/images/NAME/get`)
 #     dockerd logged during the run.
+#     Then, once per tool (not per round), the "big" scenario: a cold push of
+#     `idpb-bench:big`, one layer of --big-mib MiB of random bytes (3 GiB by
+#     default), to the repository of round 1 with empty client caches. It is
+#     there for the peak-memory target ("whatever the layer size"); random
+#     bytes do not compress, so every byte of it is uploaded.
 #  4. Prints medians per tool and scenario, ratios (ours/skopeo, ours/docker)
 #     and pass/fail against the targets of performance.md, machine described,
 #     as Markdown, to stdout and to --out (scripts/bench-report.py).
@@ -115,6 +122,7 @@ push_timeout=${BENCH_PUSH_TIMEOUT:-900}
 build_timeout=${BENCH_BUILD_TIMEOUT:-1800}
 max_seconds=${BENCH_MAX_SECONDS:-5400}
 skopeo_cache=${BENCH_SKOPEO_CACHE:-round}
+big_mib=${BENCH_BIG_MIB:-}
 keep=0
 ours_args=()
 while (($#)); do
@@ -133,6 +141,8 @@ while (($#)); do
 	--max-seconds=*) max_seconds=${1#*=} ;;
 	--skopeo-cache) (($# >= 2)) || usage; skopeo_cache=$2; shift ;;
 	--skopeo-cache=*) skopeo_cache=${1#*=} ;;
+	--big-mib) (($# >= 2)) || usage; big_mib=$2; shift ;;
+	--big-mib=*) big_mib=${1#*=} ;;
 	--keep) keep=1 ;;
 	-h | --help) usage ;;
 	--) shift; ours_args=("$@"); break ;;
@@ -145,6 +155,11 @@ done
 [[ $skopeo_cache == round || $skopeo_cache == run ]] || bad_usage "--skopeo-cache must be round or run, got '$skopeo_cache'"
 [[ $push_timeout =~ ^[1-9][0-9]*$ ]] || bad_usage "--push-timeout must be a positive integer"
 [[ $max_seconds =~ ^[1-9][0-9]*$ ]] || bad_usage "--max-seconds must be a positive integer"
+if [[ -z $big_mib ]]; then
+	big_mib=3072
+	[[ $scale == small ]] && big_mib=300
+fi
+[[ $big_mib =~ ^[0-9]+$ ]] || bad_usage "--big-mib must be a number of MiB (0: no big image), got '$big_mib'"
 [[ $out == /* ]] || out=$PWD/$out
 
 export IDPB_TEST_ROOT=${IDPB_TEST_ROOT:-/tmp/idpb-bench}
@@ -303,9 +318,21 @@ EOF
 	IMAGE_SIZE=$(docker image inspect -f '{{.Size}}' "$IMAGE_REPO:base")
 	rm -rf "$ctx"
 
+	local warm=("$IMAGE_REPO:base" "$IMAGE_REPO:changed")
+	if ((big_mib > 0)); then
+		mkdir -p "$ctx"
+		head -c $((big_mib << 20)) /dev/urandom >"$ctx/big.bin"
+		printf 'FROM scratch\nCOPY big.bin /\n' >"$ctx/Dockerfile"
+		log "building $IMAGE_REPO:big (one layer of $big_mib MiB of random bytes)"
+		DOCKER_BUILDKIT=0 timeout "$build_timeout" docker build -q -t "$IMAGE_REPO:big" "$ctx" \
+			>"$LOGS/build-big.log" 2>&1 || { tail -20 "$LOGS/build-big.log" >&2; die "build of $IMAGE_REPO:big failed"; }
+		rm -rf "$ctx"
+		warm+=("$IMAGE_REPO:big")
+	fi
+
 	# Warm the page cache, so that the first measured run does not pay for it.
-	log "warming up: docker save of both images"
-	timeout "$build_timeout" docker save "$IMAGE_REPO:base" "$IMAGE_REPO:changed" >/dev/null
+	log "warming up: docker save of ${warm[*]}"
+	timeout "$build_timeout" docker save "${warm[@]}" >/dev/null
 }
 
 # --------------------------------------------------------------- machine --
@@ -332,6 +359,7 @@ describe_machine() {
 		printf 'workload\t%s: %s; image %.1f MB uncompressed\n' "$scale" "$CONTEXT_SIZES" \
 			"$(awk -v s="$IMAGE_SIZE" 'BEGIN {print s/1e6}')"
 		printf 'rounds\t%s\n' "$rounds"
+		((big_mib == 0)) || printf 'big image\tone layer of %s MiB of random bytes, one cold push per tool\n' "$big_mib"
 		printf 'client caches\tempty before each cold push, then kept for the round (ours: XDG_CACHE_HOME; docker: distribution metadata; skopeo: blob-info cache, %s)\n' \
 			"$([[ $skopeo_cache == round ]] && echo 'kept for the round' || echo 'emptied before every skopeo push')"
 	} >"$f"
@@ -368,10 +396,10 @@ clear_docker_distribution_metadata() {
 run_one() {
 	local round=$1 tool=$2 scenario=$3
 	local tag=base repo cache cmd=()
-	[[ $scenario == changed ]] && tag=changed
+	[[ $scenario == changed || $scenario == big ]] && tag=$scenario
 	repo=r$round-$tool/$IMAGE_REPO
 	cache=$WORK/cache/r$round-$tool
-	if [[ $scenario == cold || ($tool == skopeo && $skopeo_cache == run) ]]; then
+	if [[ $scenario == cold || $scenario == big || ($tool == skopeo && $skopeo_cache == run) ]]; then
 		rm -rf "$cache"
 		mkdir -p "$cache"
 	fi
@@ -381,7 +409,7 @@ run_one() {
 			"${ours_args[@]}" "$IMAGE_REPO:$tag")
 		;;
 	docker)
-		[[ $scenario == cold ]] && clear_docker_distribution_metadata
+		[[ $scenario == cold || $scenario == big ]] && clear_docker_distribution_metadata
 		docker tag "$IMAGE_REPO:$tag" "$REG/$repo:$tag"
 		cmd=(docker push "$REG/$repo:$tag")
 		;;
@@ -423,7 +451,7 @@ run_one() {
 		tail -5 "$err_f" >&2 || true
 		failures=$((failures + 1))
 	fi
-	if [[ $tool == docker && $scenario == cold ]] && grep -qE 'Mounted from|Layer already exists' "$out_f"; then
+	if [[ $tool == docker && ($scenario == cold || $scenario == big) ]] && grep -qE 'Mounted from|Layer already exists' "$out_f"; then
 		note+="${note:+; }cold docker push skipped layers (cross-repo mount / already exists)"
 		log "WARNING: $name: $note"
 	fi
@@ -462,6 +490,13 @@ main() {
 		docker rmi "$REG/r$round-docker/$IMAGE_REPO:base" "$REG/r$round-docker/$IMAGE_REPO:changed" >/dev/null 2>&1 || true
 		done_rounds=$round
 	done
+	if ((big_mib > 0)); then
+		log "big: one cold push per tool of the single $big_mib MiB layer"
+		for tool in "${TOOLS[@]}"; do
+			run_one 1 "$tool" big
+		done
+		docker rmi "$REG/r1-docker/$IMAGE_REPO:big" >/dev/null 2>&1 || true
+	fi
 	log "measured $done_rounds round(s) in $((SECONDS - bench_start))s"
 	printf 'rounds done\t%s of %s\n' "$done_rounds" "$rounds" >>"$LOGS/machine.txt"
 
