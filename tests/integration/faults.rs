@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::fake_daemon::{FakeDaemon, FakeImage};
+use crate::support::layouts::{self, LayerInput};
 use crate::support::proxy::{Fault, Proxy, Rule};
 use crate::support::{
     docker, docker_build, docker_image_id, noise, registry_digest, services, unique, Push, Run,
+    TempDir,
 };
 
 fn proxy() -> Proxy {
@@ -273,6 +276,69 @@ fn interrupted_upload(signal: i32, expected_code: i32) {
     assert!(
         count(&proxy, "DELETE", "/blobs/uploads/") > 0,
         "the open upload session was deleted"
+    );
+}
+
+/// The export is read on a blocking thread; while the daemon is still staging
+/// the archive that thread waits on the socket. Ctrl-C must shut the socket
+/// down rather than leave the exit to the runtime's 2 s shutdown timeout.
+#[test]
+fn sigint_while_the_daemon_stages_the_export_exits_at_once() {
+    let name = unique("staging");
+    let layers = vec![LayerInput::from_files(&[(
+        "a",
+        &layouts::pseudo_random_bytes(77, 100_000),
+    )])];
+    let fixture = layouts::docker25_classic(&[&format!("{name}:v1")], &layers, "linux", "amd64");
+    let directory = TempDir::new("staging");
+    let daemon = FakeDaemon::serving(
+        &directory,
+        vec![FakeImage::of(&format!("{name}:v1"), &fixture)],
+    );
+    daemon.delay_exports(Duration::from_secs(30));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_idpbuilder-push"))
+        .env("DOCKER_HOST", daemon.docker_host())
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join(unique("staging-cache")),
+        )
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .args([
+            "--registry",
+            &format!("http://{}/team", services().plain),
+            &format!("{name}:v1"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.export_requests() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(daemon.export_requests(), 1, "the export was asked for");
+    // The request is in; the reader now waits for the first byte.
+    std::thread::sleep(Duration::from_millis(200));
+    let interrupted = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    let output = child.wait_with_output().unwrap();
+    let stopped_after = interrupted.elapsed();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stopped_after < Duration::from_millis(1500),
+        "stopped {stopped_after:?} after Ctrl-C: the blocked export reader was not woken"
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        registry_digest(&services().plain, &format!("team/{name}"), "v1"),
+        None,
+        "no tag written"
     );
 }
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use super::http_server::{percent_decode, HttpConnection, HttpRequest, POLL_INTERVAL};
 use super::layouts::ImageFixture;
@@ -92,6 +93,9 @@ struct Shared {
     /// closes the connection, and the rest is never written).
     archive_bytes_sent: AtomicU64,
     request_log: Mutex<Vec<String>>,
+    /// How long an export waits before its first byte, as dockerd's classic
+    /// store does while it stages the archive (milliseconds).
+    export_delay_ms: AtomicU64,
 }
 
 impl FakeDaemon {
@@ -117,6 +121,7 @@ impl FakeDaemon {
             export_requests: AtomicU64::new(0),
             archive_bytes_sent: AtomicU64::new(0),
             request_log: Mutex::new(Vec::new()),
+            export_delay_ms: AtomicU64::new(0),
         });
         let loop_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -142,6 +147,13 @@ impl FakeDaemon {
     /// `unix:///path/to.sock`, the form of `DOCKER_HOST`.
     pub fn docker_host(&self) -> String {
         format!("unix://{}", self.socket_path.display())
+    }
+
+    /// From now on, exports answer only after `delay` (or when the daemon stops).
+    pub fn delay_exports(&self, delay: Duration) {
+        self.shared
+            .export_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Every HTTP request received, whatever its outcome.
@@ -520,6 +532,11 @@ impl HttpConnection<UnixStream> {
                 }
             }
             Body::Chunked(bytes) => {
+                let delay = Duration::from_millis(shared.export_delay_ms.load(Ordering::SeqCst));
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
+                    thread::sleep(POLL_INTERVAL);
+                }
                 head.push_str("Transfer-Encoding: chunked\r\n\r\n");
                 self.stream.write_all(head.as_bytes())?;
                 if body_allowed {
