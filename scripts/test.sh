@@ -5,7 +5,7 @@
 #   scripts/test.sh [ARGS...]    # ARGS go to `cargo test`, e.g. a test name filter
 #
 # Steps: install missing Debian packages (as root), `cargo fmt --check`,
-# `cargo clippy -D warnings`, start scripts/test-services.sh (stopped again on
+# `cargo clippy -D warnings` (with and without the default features), start scripts/test-services.sh (stopped again on
 # exit, whatever happens), then `cargo test --all-targets`. Lint runs before
 # the daemons start so that a formatting slip fails in seconds. Tests see
 # IDPB_TEST_REQUIRE_SERVICES=1: a missing service is a failure, not a skip.
@@ -41,6 +41,9 @@ log "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+# The build without ISA-L (for hosts without nasm/autotools) must stay clean too.
+log "cargo clippy --no-default-features --all-targets -- -D warnings"
+cargo clippy --no-default-features --all-targets -- -D warnings
 
 # The services run as root-owned daemons; test-services.sh says so if not root.
 export IDPB_TEST_ROOT=${IDPB_TEST_ROOT:-$REPO_ROOT/.test-services}
