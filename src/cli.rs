@@ -155,6 +155,11 @@ pub struct PushArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub compression_threads: Option<u16>,
 
+    /// Blobs uploading at once: one still sending its last chunks while the next is read.
+    /// Each holds up to two chunks and eight compressed blocks of memory
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_uploads: u16,
+
     /// Largest request body of a blob upload, in MiB (stay below any proxy limit)
     #[arg(long, value_name = "MiB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1023))]
     pub chunk_size: u64,

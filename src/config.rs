@@ -27,6 +27,8 @@ pub struct PushConfig {
     /// Within `compression.levels()`.
     pub compression_level: u32,
     pub compression_threads: usize,
+    /// Blob uploads in flight at once (at least 1).
+    pub max_concurrent_uploads: usize,
     /// `None` when the cache is disabled.
     pub cache_directory: Option<PathBuf>,
     pub quiet: bool,
@@ -60,6 +62,7 @@ struct Settings {
     compression: Compression,
     compression_level: u32,
     compression_threads: usize,
+    max_concurrent_uploads: usize,
     cache_directory: Option<PathBuf>,
     quiet: bool,
     warnings: Vec<String>,
@@ -162,6 +165,7 @@ pub fn from_args(
                 .unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(2, |cores| cores.get())
                 }),
+            max_concurrent_uploads: usize::from(args.max_concurrent_uploads),
             cache_directory,
             quiet: args.quiet,
             warnings,
@@ -227,6 +231,7 @@ impl PushRequest {
             compression: self.settings.compression,
             compression_level: self.settings.compression_level,
             compression_threads: self.settings.compression_threads,
+            max_concurrent_uploads: self.settings.max_concurrent_uploads,
             cache_directory: self.settings.cache_directory,
             quiet: self.settings.quiet,
             daemon_timeout: self.settings.daemon_timeout,

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::compress::{BlockCompressor, CompressError, BLOCK_SIZE};
@@ -53,6 +53,7 @@ pub async fn export_and_upload(
         reporter: Arc::clone(reporter),
         tasks: Vec::new(),
         spare_sessions: Arc::clone(spare_sessions),
+        permits: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
     };
     let threads = config.compression_threads;
     let compression = config.compression;
@@ -116,6 +117,11 @@ struct UploadBridge {
     tasks: Vec<JoinHandle<Result<Option<String>, RegistryError>>>,
     /// Sessions opened by refused mounts, used before opening new ones.
     spare_sessions: Arc<Mutex<Vec<UploadSession>>>,
+    /// One per upload in flight (`--max-concurrent-uploads`): without a bound,
+    /// every small layer the walk finishes leaves its buffered chunks behind
+    /// when the registry is slower than compression, and memory grows with
+    /// the number of layers.
+    permits: Arc<Semaphore>,
 }
 
 /// Compressed chunks buffered between compression and the HTTP body.
@@ -130,6 +136,11 @@ impl BlobUploads for UploadBridge {
     }
 
     fn open(&mut self, label: &str, input_size: u64) -> Box<dyn BlobWriter> {
+        // Waits (the walk's thread, not the runtime) for an earlier upload to end.
+        let permit = self
+            .runtime
+            .block_on(Arc::clone(&self.permits).acquire_owned())
+            .expect("the upload semaphore is never closed");
         let (sender, receiver) = mpsc::channel::<(Bytes, u64)>(CHANNEL_CHUNKS);
         let (done, finished) = oneshot::channel();
         let label = short_digest(label).to_owned();
@@ -147,7 +158,10 @@ impl BlobUploads for UploadBridge {
             label,
             progress,
         );
-        self.tasks.push(self.runtime.spawn(task));
+        self.tasks.push(self.runtime.spawn(async move {
+            let _permit = permit;
+            task.await
+        }));
         Box::new(ChannelWriter {
             sender: Some(sender),
             done: Some(done),

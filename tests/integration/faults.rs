@@ -7,8 +7,8 @@ use crate::support::fake_daemon::{FakeDaemon, FakeImage};
 use crate::support::layouts::{self, LayerInput};
 use crate::support::proxy::{Fault, Proxy, Rule};
 use crate::support::{
-    docker, docker_build, docker_image_id, noise, registry_digest, services, unique, Push, Run,
-    TempDir,
+    docker, docker_build, docker_image_id, noise, registry_digest, services, skopeo_raw_manifest,
+    unique, Push, Run, TempDir,
 };
 
 fn proxy() -> Proxy {
@@ -276,6 +276,83 @@ fn interrupted_upload(signal: i32, expected_code: i32) {
     assert!(
         count(&proxy, "DELETE", "/blobs/uploads/") > 0,
         "the open upload session was deleted"
+    );
+}
+
+/// Blob uploads open at once, as the registry sees them arrive: POSTs that
+/// start an upload minus PUTs that end one, at its worst.
+fn most_uploads_open(proxy: &Proxy) -> usize {
+    let (mut open, mut most) = (0usize, 0usize);
+    for request in proxy.requests() {
+        if !request.path.contains("/blobs/uploads/") {
+            continue;
+        }
+        match request.method.as_str() {
+            "POST" => open += 1,
+            "PUT" | "DELETE" => open = open.saturating_sub(1),
+            _ => {}
+        }
+        most = most.max(open);
+    }
+    most
+}
+
+/// A slow registry must not make every layer's upload wait in memory at once:
+/// `--max-concurrent-uploads` bounds the uploads in flight (default 2, so the
+/// last chunks of one layer still overlap with reading the next).
+#[test]
+fn uploads_in_flight_are_bounded_by_max_concurrent_uploads() {
+    let name = unique("concurrent");
+    let tag = format!("{name}:v1");
+    let layers: Vec<_> = (0..4)
+        .map(|index| vec![(format!("layer{index}.bin"), noise(90 + index, 64 * 1024))])
+        .collect();
+    let image_id = docker_build(&tag, &layers);
+    let push = |proxy: &Proxy, limit: Option<&str>| {
+        proxy.add_rule(
+            Rule::new(Fault::Delay(Duration::from_millis(300)))
+                .method("PATCH")
+                .times(usize::MAX),
+        );
+        let mut push = Push::new().args([
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            "--to",
+            &format!("team/{name}-{}:v1", limit.unwrap_or("default")),
+        ]);
+        if let Some(limit) = limit {
+            push = push.args(["--max-concurrent-uploads", limit]);
+        }
+        push.arg(&tag).run()
+    };
+
+    let unbounded_enough = proxy();
+    push(&unbounded_enough, Some("8")).success();
+    assert!(
+        most_uploads_open(&unbounded_enough) >= 3,
+        "with room for 8, the layers' uploads overlap: {}",
+        most_uploads_open(&unbounded_enough)
+    );
+
+    let default = proxy();
+    push(&default, None).success();
+    assert_eq!(most_uploads_open(&default), 2, "the default allows 2");
+
+    let one = proxy();
+    let pushed = push(&one, Some("1"));
+    pushed.success();
+    assert_eq!(most_uploads_open(&one), 1, "one upload at a time");
+    let (reference, digest) = pushed.pinned();
+    // skopeo takes a tag or a digest, not both.
+    let direct = format!(
+        "{}@{digest}",
+        reference
+            .replace(&one.address(), &services().plain)
+            .trim_end_matches(":v1")
+    );
+    assert_eq!(
+        skopeo_raw_manifest(&direct, &["--tls-verify=false"])["config"]["digest"],
+        image_id.as_str()
     );
 }
 

@@ -69,6 +69,8 @@ pub enum Fault {
     ResetAfterBodyBytes(u64),
     /// After the request head, neither read nor forward anything for this long, then close.
     Stall(Duration),
+    /// Wait this long after the request head, then forward as usual: a slow registry.
+    Delay(Duration),
     /// Forward the head and this many body bytes (the registry's connection stays open), then
     /// stall like [`Fault::Stall`].
     StallAfterBodyBytes(u64, Duration),
@@ -386,6 +388,10 @@ fn exchange(client: &mut Wire, request: &Request, shared: &ProxyShared) -> io::R
         }
         Some(Fault::StallAfterBodyBytes(after, duration)) => {
             exchange.forward(Some(Cut::Stall(after, duration)), None)
+        }
+        Some(Fault::Delay(duration)) => {
+            pause(&shared.cancel(), duration)?;
+            exchange.forward(None, None)
         }
         Some(Fault::BodyLimit(limit)) => exchange.forward_limited(limit),
         Some(Fault::RedirectUploadsTo(base)) => exchange.forward(None, Some(&base)),
