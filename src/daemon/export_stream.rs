@@ -236,21 +236,31 @@ impl<R: Read> ExportStream<R> {
 
     /// The status line and headers, without the blank line.
     fn read_head(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            let buffered = &self.buffer[self.start..self.end];
-            if let Some(at) = find(buffered, b"\r\n\r\n") {
-                let head = buffered[..at].to_vec();
-                self.start += at + 4;
-                return Ok(head);
-            }
-            if self.end - self.start >= MAX_HEAD {
-                return Err(invalid("the daemon's response head is too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
+        self.read_through(b"\r\n\r\n", MAX_HEAD, "the daemon's response head")
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::UnexpectedEof => io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the daemon closed the connection before answering",
-                ));
+                ),
+                _ => error,
+            })
+    }
+
+    /// The buffered bytes up to `terminator` (consumed, not returned), reading
+    /// more as needed; more than `limit` bytes without it is an error.
+    fn read_through(&mut self, terminator: &[u8], limit: usize, what: &str) -> io::Result<Vec<u8>> {
+        loop {
+            let buffered = &self.buffer[self.start..self.end];
+            if let Some(at) = find(buffered, terminator) {
+                let text = buffered[..at].to_vec();
+                self.start += at + terminator.len();
+                return Ok(text);
+            }
+            if buffered.len() > limit {
+                return Err(invalid(&format!("{what} is too long")));
+            }
+            if self.fill()? == 0 {
+                return Err(truncated());
             }
         }
     }
@@ -287,22 +297,9 @@ impl<R: Read> ExportStream<R> {
         Ok(read)
     }
 
-    /// Reads one `\r\n`-terminated line (without it) from the buffered bytes.
+    /// One `\r\n`-terminated line of the chunked framing, without the `\r\n`.
     fn read_line(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            let buffered = &self.buffer[self.start..self.end];
-            if let Some(at) = find(buffered, b"\r\n") {
-                let line = buffered[..at].to_vec();
-                self.start += at + 2;
-                return Ok(line);
-            }
-            if buffered.len() > MAX_CHUNK_LINE {
-                return Err(invalid("a chunk-size line of the export is too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(truncated());
-            }
-        }
+        self.read_through(b"\r\n", MAX_CHUNK_LINE, "a chunk-size line of the export")
     }
 
     /// Payload bytes available without reading past the current chunk: moves
