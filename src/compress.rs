@@ -91,11 +91,12 @@ impl BlockCompressor {
         let (sender, receiver) = sync_channel::<Job>(threads);
         let receiver = Arc::new(Mutex::new(receiver));
         let spare = SpareBlocks::default();
+        // Every block in flight, plus the one the reader fills.
+        let keep = blocks_in_flight(threads) + 1;
         let workers = (0..threads)
             .map(|index| {
                 let receiver = Arc::clone(&receiver);
                 let spare = Arc::clone(&spare);
-                let keep = threads * 2 + 1;
                 std::thread::Builder::new()
                     .name(format!("{}-{index}", compression.name()))
                     .spawn(move || compress_jobs(&receiver, &spare, keep, compression, level))
@@ -128,10 +129,8 @@ impl BlockCompressor {
         block
     }
 
-    /// Blocks in flight at once: enough to keep every worker busy while the
-    /// reader fills the next block, few enough to bound memory.
     fn depth(&self) -> usize {
-        self.threads * 2
+        blocks_in_flight(self.threads)
     }
 }
 
@@ -142,6 +141,12 @@ impl Drop for BlockCompressor {
             let _ = worker.join();
         }
     }
+}
+
+/// Blocks in flight at once: enough to keep every worker busy while the
+/// reader fills the next block, few enough to bound memory.
+fn blocks_in_flight(threads: usize) -> usize {
+    threads * 2
 }
 
 /// One worker's compressor, kept for all the blocks it compresses.

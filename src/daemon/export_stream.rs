@@ -22,24 +22,26 @@ use std::time::{Duration, Instant};
 
 use super::Endpoint;
 
-/// Socket reads go through one buffer of this size (payload larger than it is
-/// read straight into the caller's buffer).
+/// Socket reads go through one buffer of this size (a read of at least half
+/// of it, when nothing is buffered, goes straight into the caller's buffer).
 const BUFFER_SIZE: usize = 256 * 1024;
-/// Longest status line plus headers, and longest chunk-size line, accepted.
+/// Longest status line plus headers accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most of an error body kept for the message.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 /// Everything needed to open the export, cheap to move to a blocking thread.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ExportRequest {
     pub(super) endpoint: Endpoint,
     /// `/v1.41/images/NAME/get`
     pub(super) path: String,
-    /// Bound on connecting (TCP) and on each wait for bytes: the classic store
-    /// stages the whole export before its first byte, so this is long.
+    /// Bound on each wait for bytes: the classic store stages the whole
+    /// export before its first byte, so this is long.
     pub(super) timeout: Duration,
+    /// Bound on connecting to a TCP endpoint.
     pub(super) connect_timeout: Duration,
     pub(super) abort: Arc<Mutex<AbortState>>,
 }
@@ -227,7 +229,7 @@ impl<R: Read> ExportStream<R> {
         };
         let head = stream.read_head()?;
         let head = ResponseHead::parse(&head)?;
-        stream.framing = head.framing()?;
+        stream.framing = head.framing();
         if head.status != 200 {
             return Err(stream.refusal(&head, path));
         }
@@ -355,7 +357,6 @@ impl<R: Read> ExportStream<R> {
                 return Err(truncated());
             }
             if self.start == self.end && self.fill()? == 0 {
-                self.source_ended()?;
                 return Err(truncated());
             }
             let step = (self.end - self.start).min(left.min(count) as usize);
@@ -379,29 +380,25 @@ impl<R: Read> Read for ExportStream<R> {
         let wanted = output
             .len()
             .min(usize::try_from(left).unwrap_or(usize::MAX));
-        let read = if self.start < self.end {
-            let count = wanted.min(self.end - self.start);
-            output[..count].copy_from_slice(&self.buffer[self.start..self.start + count]);
-            self.start += count;
-            count
-        } else if wanted >= BUFFER_SIZE / 2 {
-            // Large reads skip the buffer: the kernel copies into place once.
-            let count = retry_interrupted(|| self.source.read(&mut output[..wanted]))?;
-            if count == 0 {
-                return self.source_ended();
+        if self.start == self.end {
+            if wanted >= BUFFER_SIZE / 2 {
+                // Large reads skip the buffer: the kernel copies into place once.
+                let count = retry_interrupted(|| self.source.read(&mut output[..wanted]))?;
+                if count == 0 {
+                    return self.source_ended();
+                }
+                self.consumed(count);
+                return Ok(count);
             }
-            count
-        } else {
             if self.fill()? == 0 {
                 return self.source_ended();
             }
-            let count = wanted.min(self.end - self.start);
-            output[..count].copy_from_slice(&self.buffer[self.start..self.start + count]);
-            self.start += count;
-            count
-        };
-        self.consumed(read);
-        Ok(read)
+        }
+        let count = wanted.min(self.end - self.start);
+        output[..count].copy_from_slice(&self.buffer[self.start..self.start + count]);
+        self.start += count;
+        self.consumed(count);
+        Ok(count)
     }
 }
 
@@ -469,8 +466,8 @@ impl ResponseHead {
     }
 
     /// RFC 9112 §6.3: chunked wins over a length; neither means "until close".
-    fn framing(&self) -> io::Result<Framing> {
-        Ok(match (self.chunked, self.content_length) {
+    fn framing(&self) -> Framing {
+        match (self.chunked, self.content_length) {
             (true, _) => Framing::Chunked {
                 left: 0,
                 first: true,
@@ -478,7 +475,7 @@ impl ResponseHead {
             (false, Some(0)) => Framing::Finished,
             (false, Some(length)) => Framing::Length { left: length },
             (false, None) => Framing::UntilClose,
-        })
+        }
     }
 }
 
