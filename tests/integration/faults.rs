@@ -227,17 +227,10 @@ fn interrupted_upload(signal: i32, expected_code: i32) {
             .times(usize::MAX),
     );
     let patches_before = count(&proxy, "PATCH", "/blobs/uploads/");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_idpbuilder-push"))
-        .env("DOCKER_HOST", &services().docker_host)
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join(unique("sigint-cache")),
-        )
-        .args(["--registry", &registry, &format!("{name}:v2")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_push(
+        &services().docker_host,
+        &["--registry", &registry, &format!("{name}:v2")],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&proxy, "PATCH", "/blobs/uploads/") == patches_before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -356,11 +349,29 @@ fn uploads_in_flight_are_bounded_by_max_concurrent_uploads() {
     );
 }
 
+/// A push in the background (stdout and stderr piped), to be signalled.
+fn spawn_push(docker_host: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_idpbuilder-push"))
+        .env("DOCKER_HOST", docker_host)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join(unique("signal-cache")),
+        )
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The export is read on a blocking thread; while the daemon is still staging
 /// the archive that thread waits on the socket. Ctrl-C must shut the socket
-/// down rather than leave the exit to the runtime's 2 s shutdown timeout.
+/// down, so that the reader gives up while the process is still there, rather
+/// than leave it blocked until the runtime's 2 s shutdown timeout lets the
+/// process exit around it (the daemon would hold the export back for 30 s).
 #[test]
-fn sigint_while_the_daemon_stages_the_export_exits_at_once() {
+fn sigint_while_the_daemon_stages_the_export_wakes_the_reader() {
     let name = unique("staging");
     let layers = vec![LayerInput::from_files(&[(
         "a",
@@ -373,22 +384,16 @@ fn sigint_while_the_daemon_stages_the_export_exits_at_once() {
         vec![FakeImage::of(&format!("{name}:v1"), &fixture)],
     );
     daemon.delay_exports(Duration::from_secs(30));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_idpbuilder-push"))
-        .env("DOCKER_HOST", daemon.docker_host())
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join(unique("staging-cache")),
-        )
-        .env("KUBECONFIG", "/nonexistent/kubeconfig")
-        .args([
+    let child = spawn_push(
+        &daemon.docker_host(),
+        &[
+            "--log-level",
+            "debug",
             "--registry",
             &format!("http://{}/team", services().plain),
             &format!("{name}:v1"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while daemon.export_requests() == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -396,20 +401,15 @@ fn sigint_while_the_daemon_stages_the_export_exits_at_once() {
     assert_eq!(daemon.export_requests(), 1, "the export was asked for");
     // The request is in; the reader now waits for the first byte.
     std::thread::sleep(Duration::from_millis(200));
-    let interrupted = Instant::now();
     // SAFETY: plain kill(2) on our own child.
     unsafe { kill(child.id() as i32, 2) };
     let output = child.wait_with_output().unwrap();
-    let stopped_after = interrupted.elapsed();
-    assert_eq!(
-        output.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    // The reader's own debug line: it was woken and gave up before the exit.
     assert!(
-        stopped_after < Duration::from_millis(1500),
-        "stopped {stopped_after:?} after Ctrl-C: the blocked export reader was not woken"
+        stderr.contains("/get: the daemon closed the connection before answering"),
+        "the blocked export reader was not woken:\n{stderr}"
     );
     assert!(output.stdout.is_empty());
     assert_eq!(
