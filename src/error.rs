@@ -2,6 +2,7 @@
 //! `hint:`, and the one table that maps it to an exit code.
 
 use crate::cluster::ClusterError;
+use crate::compress::CompressError;
 use crate::daemon::DaemonError;
 use crate::export::ExportError;
 use crate::manifest::ManifestError;
@@ -87,7 +88,7 @@ impl Error {
             Error::Tls(error) => error.hint(),
             Error::Manifest(error) => error.hint(),
             Error::Export {
-                source: ExportError::Read(_),
+                source: ExportError::Read(_) | ExportError::Compress(CompressError::Read(_)),
                 ..
             } => Some(
                 "the daemon stopped sending the image; check its logs and free disk space"

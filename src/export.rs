@@ -170,7 +170,7 @@ pub fn walk(
 fn walk_entries(reader: impl Read + Seek, walker: &mut Walker) -> Result<(), ExportError> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries_with_seek().map_err(ExportError::Read)? {
-        let mut entry = entry.map_err(ExportError::Read)?;
+        let entry = entry.map_err(ExportError::Read)?;
         if !entry.header().entry_type().is_file() {
             // Docker links duplicate layers to their first copy: nothing to read.
             continue;
@@ -181,13 +181,73 @@ fn walk_entries(reader: impl Read + Seek, walker: &mut Walker) -> Result<(), Exp
             .to_string_lossy()
             .into_owned();
         let size = entry.size();
+        let mut entry = WholeEntry {
+            entry,
+            left: size,
+            size,
+            path: &path,
+        };
         walker.entry(classify(&path), &path, size, &mut entry)?;
         if walker.plan.stop_when_complete && walker.complete() {
             tracing::debug!("the export holds nothing more that is needed: stop reading it");
-            break;
+            return Ok(());
         }
     }
-    Ok(())
+    archive_was_whole(archive.into_inner()).map_err(ExportError::Read)
+}
+
+/// An entry's bytes, where an end of input before the entry's size is an
+/// error: tar's own reader just ends early there, and the cut would show up
+/// later as a layer hashing to the wrong digest.
+struct WholeEntry<'a, R> {
+    entry: R,
+    left: u64,
+    size: u64,
+    path: &'a str,
+}
+
+impl<R: Read> Read for WholeEntry<'_, R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.entry.read(buffer)?;
+        if count == 0 && self.left > 0 && !buffer.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the archive stopped {} bytes into {} of {} bytes \
+                     (the daemon closed the connection early)",
+                    self.size - self.left,
+                    self.path,
+                    self.size
+                ),
+            ));
+        }
+        self.left -= count as u64;
+        Ok(count)
+    }
+}
+
+/// After tar's entries have ended: whether they ended at the end-of-archive
+/// marker. tar also ends them quietly at an end of input between two entries,
+/// which is how a daemon closing the connection early looks when the export
+/// is framed by the connection's end (see daemon::export_stream). POSIX ends
+/// an archive with two zero blocks and tar stops after the first, so a whole
+/// archive still has the second to read.
+fn archive_was_whole(mut rest: impl Read) -> std::io::Result<()> {
+    let mut byte = [0; 1];
+    loop {
+        match rest.read(&mut byte) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the archive stopped between two entries, before its end-of-archive marker \
+                     (the daemon closed the connection early)",
+                ))
+            }
+            Ok(_) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 struct Walker<'a, 'b> {
@@ -474,6 +534,110 @@ pub fn native_platform(image: &ImageInfo) -> manifest::Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar of `files` as tar-rs writes it (two zero blocks at the end), and
+    /// the offset where each entry's header starts.
+    fn tar_of(files: &[(&str, usize)]) -> (Vec<u8>, Vec<usize>) {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut starts = Vec::new();
+        for (name, size) in files {
+            starts.push(builder.get_ref().len());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(*size as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, &vec![7u8; *size][..])
+                .unwrap();
+        }
+        (builder.into_inner().unwrap(), starts)
+    }
+
+    /// What `walk_entries` does around the walker: every entry, then the check.
+    fn names_then_check(bytes: &[u8]) -> (Vec<String>, std::io::Result<()>) {
+        let mut archive = tar::Archive::new(Cursor::new(bytes));
+        let mut names = Vec::new();
+        for entry in archive.entries_with_seek().unwrap() {
+            let entry = entry.unwrap();
+            names.push(entry.path().unwrap().to_string_lossy().into_owned());
+        }
+        (names, archive_was_whole(archive.into_inner()))
+    }
+
+    #[test]
+    fn an_entry_cut_short_is_an_error_naming_it() {
+        let (bytes, starts) = tar_of(&[("a/layer.tar", 3000), ("b.json", 5)]);
+        let cut = &bytes[..starts[0] + 512 + 1000];
+        let mut archive = tar::Archive::new(Cursor::new(cut));
+        let entry = archive
+            .entries_with_seek()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut whole = WholeEntry {
+            entry,
+            left: 3000,
+            size: 3000,
+            path: "a/layer.tar",
+        };
+        let mut read = Vec::new();
+        let error = whole.read_to_end(&mut read).unwrap_err();
+        assert_eq!(read.len(), 1000);
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(
+            error
+                .to_string()
+                .contains("1000 bytes into a/layer.tar of 3000"),
+            "{error}"
+        );
+
+        let (bytes, _) = tar_of(&[("a/layer.tar", 3000)]);
+        let mut archive = tar::Archive::new(Cursor::new(&bytes[..]));
+        let entry = archive
+            .entries_with_seek()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut whole = WholeEntry {
+            entry,
+            left: 3000,
+            size: 3000,
+            path: "a/layer.tar",
+        };
+        read.clear();
+        whole.read_to_end(&mut read).unwrap();
+        assert_eq!(read, vec![7u8; 3000]);
+    }
+
+    #[test]
+    fn a_whole_archive_passes_the_end_check() {
+        let (bytes, _) = tar_of(&[("a/json", 10), ("a/layer.tar", 3000)]);
+        let (names, check) = names_then_check(&bytes);
+        assert_eq!(names, ["a/json", "a/layer.tar"]);
+        check.unwrap();
+    }
+
+    #[test]
+    fn an_archive_cut_between_entries_fails_the_end_check() {
+        let (bytes, starts) = tar_of(&[("a/json", 10), ("a/layer.tar", 3000), ("b.json", 5)]);
+        // Before the second entry, before the third, and after the last one
+        // but before the two zero blocks.
+        for (cut, entries_read) in [(starts[1], 1), (starts[2], 2), (bytes.len() - 1024, 3)] {
+            let (names, check) = names_then_check(&bytes[..cut]);
+            assert_eq!(names.len(), entries_read, "cut at {cut}");
+            let error = check.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::UnexpectedEof,
+                "cut at {cut}"
+            );
+            assert!(error
+                .to_string()
+                .contains("before its end-of-archive marker"));
+        }
+    }
 
     #[test]
     fn classifies_every_layout_entry() {

@@ -1,5 +1,5 @@
 //! The `docker save` stream read straight off the daemon's socket: one blocking
-//! HTTP/1.1 GET on the archive walk's own thread.
+//! HTTP/1.0 GET on the archive walk's own thread.
 //!
 //! Why not bollard: its body arrives as hyper frames on the async runtime and
 //! reached the walk through a `StreamReader` and a `SyncIoBridge`, a thread
@@ -9,9 +9,22 @@
 //! the kernel's share. Splicing skipped bytes to /dev/null was measured too and
 //! saves nothing over plain reads into one reused buffer.
 //!
-//! Only what a daemon export needs is spoken: `GET`, `Connection: close`, a
-//! body framed by `Transfer-Encoding: chunked` (dockerd, Podman), by
-//! `Content-Length`, or by the end of the connection.
+//! Why HTTP/1.0: Go's HTTP server (dockerd, Podman) answers a 1.1 request
+//! chunked, 32 KiB per chunk; a 1.0 request gets the bare archive, ended by
+//! closing the connection, and that is cheaper to receive (why, in the
+//! kernel's share, was not pinned down; the chunk parsing alone is not it). On
+//! dockerd 20.10 (3 runs each), a push that reads a whole 834 MB export to
+//! upload its last layer went from 0.32-0.36 s of CPU to 0.25-0.28 s; `curl`
+//! reading the same export, from 0.35-0.46 s to 0.19-0.25 s.
+//!
+//! The end of the connection cannot tell a whole archive from a cut one; the
+//! walk does (export::walk): an entry that ends before its size, or entries
+//! that end without the end-of-archive marker, are errors.
+//!
+//! Only what a daemon export needs is spoken: `GET`, and a body framed by the
+//! end of the connection (what Go sends to 1.0), by `Transfer-Encoding:
+//! chunked` (what it sends to 1.1, and what a proxy in between may send), or by
+//! `Content-Length`.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::Shutdown;
@@ -101,7 +114,7 @@ impl ExportRequest {
             Endpoint::Unix(_) => "docker",
         };
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: idpbuilder-push/{}\r\nAccept: application/x-tar\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: idpbuilder-push/{}\r\nAccept: application/x-tar\r\n\r\n",
             self.path,
             env!("CARGO_PKG_VERSION"),
         );

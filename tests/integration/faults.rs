@@ -422,3 +422,79 @@ fn sigint_while_the_daemon_stages_the_export_wakes_the_reader() {
 extern "C" {
     fn kill(pid: i32, signal: i32) -> i32;
 }
+
+/// Where each entry of a tar starts, by path.
+fn entry_offsets(archive: &[u8]) -> Vec<(String, u64)> {
+    let mut reader = tar::Archive::new(archive);
+    reader
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            (path, entry.raw_header_position())
+        })
+        .collect()
+}
+
+/// A daemon that dies mid-export closes the connection. The export is read as
+/// HTTP/1.0, framed by that close, so only the archive can tell that it was
+/// cut: inside an entry or between two, the push fails naming the cut, and
+/// writes no tag.
+#[test]
+fn an_export_cut_short_fails_and_writes_no_tag() {
+    let name = unique("cut");
+    let layers = vec![
+        LayerInput::from_files(&[("a", &layouts::pseudo_random_bytes(78, 200_000))]),
+        LayerInput::from_files(&[("b", &layouts::pseudo_random_bytes(79, 200_000))]),
+    ];
+    let fixture = layouts::docker25_classic(&[&format!("{name}:v1")], &layers, "linux", "amd64");
+    let offsets = entry_offsets(&fixture.archive);
+    let (last_path, last_layer) = offsets
+        .iter()
+        .filter(|(path, _)| {
+            fixture
+                .diff_ids
+                .iter()
+                .any(|diff_id| path == &format!("blobs/sha256/{}", &diff_id[7..]))
+        })
+        .max_by_key(|(_, offset)| *offset)
+        .expect("the layers are in the archive")
+        .clone();
+    let directory = TempDir::new("cut");
+    let daemon = FakeDaemon::serving(
+        &directory,
+        vec![FakeImage::of(&format!("{name}:v1"), &fixture)],
+    );
+    for (cut, what, says) in [
+        (
+            last_layer,
+            "between two entries",
+            "stopped between two entries".to_owned(),
+        ),
+        (
+            last_layer + 512 + 1000,
+            "inside a layer",
+            format!("stopped 1000 bytes into {last_path} of "),
+        ),
+    ] {
+        daemon.cut_exports_at(cut);
+        let run = Push::new()
+            .env("DOCKER_HOST", daemon.docker_host())
+            .args([
+                "--registry",
+                &format!("http://{}/team", services().plain),
+                &format!("{name}:v1"),
+            ])
+            .run();
+        run.failure(1)
+            .stderr_contains(&says)
+            .stderr_contains("(the daemon closed the connection early)")
+            .stderr_contains("hint: the daemon stopped sending the image");
+        assert_eq!(
+            registry_digest(&services().plain, &format!("team/{name}"), "v1"),
+            None,
+            "{what}: no tag written"
+        );
+    }
+}

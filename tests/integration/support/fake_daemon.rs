@@ -26,7 +26,9 @@ use super::TempDir;
 
 /// Requests served on one connection before it is closed, to bound the per-connection loop.
 const MAX_REQUESTS_PER_CONNECTION: usize = 10_000;
-/// Chunk size of the streamed archive; dockerd also streams `docker save` chunked.
+/// Write size of the streamed archive, as dockerd's (io.Copy's 32 KiB). To an
+/// HTTP/1.1 request each write is one chunk; to HTTP/1.0, bare bytes ended by
+/// closing the connection, as Go's server answers.
 const ARCHIVE_CHUNK_BYTES: usize = 32 * 1024;
 /// Shortest image-ID prefix accepted in place of a name (what `docker image ls` prints).
 const MIN_ID_PREFIX: usize = 12;
@@ -96,6 +98,9 @@ struct Shared {
     /// How long an export waits before its first byte, as dockerd's classic
     /// store does while it stages the archive (milliseconds).
     export_delay_ms: AtomicU64,
+    /// Archive bytes an export sends before the connection is closed, as a
+    /// daemon that dies mid-export; u64::MAX: the whole archive.
+    export_cut_at: AtomicU64,
 }
 
 impl FakeDaemon {
@@ -122,6 +127,7 @@ impl FakeDaemon {
             archive_bytes_sent: AtomicU64::new(0),
             request_log: Mutex::new(Vec::new()),
             export_delay_ms: AtomicU64::new(0),
+            export_cut_at: AtomicU64::new(u64::MAX),
         });
         let loop_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
@@ -157,6 +163,12 @@ impl FakeDaemon {
     }
 
     /// Every HTTP request received, whatever its outcome.
+    /// From now on, exports close the connection after the first `bytes`
+    /// bytes of the archive, without ending the body properly.
+    pub fn cut_exports_at(&self, bytes: u64) {
+        self.shared.export_cut_at.store(bytes, Ordering::SeqCst);
+    }
+
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
@@ -266,10 +278,11 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     }
 }
 
-/// Body of a response: small JSON/text with a length, or an archive streamed chunked.
+/// Body of a response: small JSON/text with a length, or an archive streamed
+/// without one (chunked, or until close).
 enum Body<'a> {
     Fixed(Vec<u8>),
-    Chunked(&'a [u8]),
+    Streamed(&'a [u8]),
 }
 
 struct HttpResponse<'a> {
@@ -412,7 +425,7 @@ fn export<'a>(name: &str, shared: &'a Shared) -> HttpResponse<'a> {
         Some(image) => HttpResponse {
             status: 200,
             content_type: "application/x-tar",
-            body: Body::Chunked(&image.archive),
+            body: Body::Streamed(&image.archive),
         },
         None => HttpResponse::error(404, format!("No such image: {name}")),
     }
@@ -441,7 +454,7 @@ fn export_by_query<'a>(query: &str, shared: &'a Shared) -> HttpResponse<'a> {
     HttpResponse {
         status: 200,
         content_type: "application/x-tar",
-        body: Body::Chunked(&image.archive),
+        body: Body::Streamed(&image.archive),
     }
 }
 
@@ -502,8 +515,11 @@ impl HttpConnection<UnixStream> {
         keep_alive: bool,
     ) -> io::Result<()> {
         let engine = &shared.version;
+        // Go's server answers in the request's version; 1.0 gets no chunking.
+        let http_1_0 = request.version == "HTTP/1.0";
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\n",
+            "{} {} {}\r\n",
+            if http_1_0 { "HTTP/1.0" } else { "HTTP/1.1" },
             response.status,
             reason_phrase(response.status)
         );
@@ -531,29 +547,58 @@ impl HttpConnection<UnixStream> {
                     self.stream.write_all(&bytes)?;
                 }
             }
-            Body::Chunked(bytes) => {
+            Body::Streamed(bytes) => {
+                let cut_at = shared.export_cut_at.load(Ordering::SeqCst);
+                let bytes = &bytes[..bytes
+                    .len()
+                    .min(usize::try_from(cut_at).unwrap_or(usize::MAX))];
+                let cut = cut_at != u64::MAX;
                 let delay = Duration::from_millis(shared.export_delay_ms.load(Ordering::SeqCst));
                 let until = Instant::now() + delay;
                 while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
                     thread::sleep(POLL_INTERVAL);
                 }
-                head.push_str("Transfer-Encoding: chunked\r\n\r\n");
-                self.stream.write_all(head.as_bytes())?;
-                if body_allowed {
-                    self.write_chunked(bytes, &shared.archive_bytes_sent)?;
+                if http_1_0 {
+                    head.push_str("\r\n");
+                    self.stream.write_all(head.as_bytes())?;
+                    if body_allowed {
+                        self.write_bare(bytes, &shared.archive_bytes_sent)?;
+                    }
+                } else {
+                    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                    self.stream.write_all(head.as_bytes())?;
+                    if body_allowed {
+                        self.write_chunked(bytes, &shared.archive_bytes_sent, cut)?;
+                    }
+                }
+                if cut {
+                    // No proper end: the caller closes the connection.
+                    self.stream.flush()?;
+                    return Err(io::Error::other("export cut short"));
                 }
             }
         }
         self.stream.flush()
     }
 
-    fn write_chunked(&mut self, bytes: &[u8], sent: &AtomicU64) -> io::Result<()> {
+    fn write_bare(&mut self, bytes: &[u8], sent: &AtomicU64) -> io::Result<()> {
+        for chunk in bytes.chunks(ARCHIVE_CHUNK_BYTES) {
+            self.stream.write_all(chunk)?;
+            sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn write_chunked(&mut self, bytes: &[u8], sent: &AtomicU64, cut: bool) -> io::Result<()> {
         for chunk in bytes.chunks(ARCHIVE_CHUNK_BYTES) {
             self.stream
                 .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
             self.stream.write_all(chunk)?;
             sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             self.stream.write_all(b"\r\n")?;
+        }
+        if cut {
+            return Ok(());
         }
         self.stream.write_all(b"0\r\n\r\n")
     }
