@@ -4,13 +4,14 @@
 #   scripts/bench.sh [--rounds N] [--scale full|small] [--out FILE] [--keep]
 #                    [--bin PATH] [--push-timeout SECONDS] [--max-seconds SECONDS]
 #                    [--skopeo-cache round|run] [--big-mib MIB]
+#                    [--changed-order worst|as-built]
 #                    [-- EXTRA_IDPBUILDER_PUSH_ARGS...]
 #
 # Environment (flags win): BENCH_ROUNDS (3), BENCH_SCALE (full), BENCH_BIG_MIB
 # (3072 at full scale, 300 at small; 0 leaves the big image out), BENCH_OUT
 # (<repo>/bench-results.md), IDPB_PUSH_BIN (<repo>/target/release/idpbuilder-push),
 # BENCH_PUSH_TIMEOUT (900), BENCH_BUILD_TIMEOUT (1800), BENCH_MAX_SECONDS (5400),
-# BENCH_SKOPEO_CACHE (round), IDPB_TEST_ROOT (/tmp/idpb-bench; keep it short, it holds unix sockets).
+# BENCH_SKOPEO_CACHE (round), BENCH_CHANGED_ORDER (worst), IDPB_TEST_ROOT (/tmp/idpb-bench; keep it short, it holds unix sockets).
 #
 # Needs root (private rootful dockerd), the release binary (`cargo build
 # --release`), and: docker dockerd containerd docker-registry skopeo curl
@@ -26,6 +27,13 @@
 #     /usr/share/doc (~120 MB), app = 3 MB of random bytes + /usr/share/perl
 #     (~24 MB); then `idpb-bench:changed`, the same with new random bytes, so
 #     only the app layer differs (the build cache reuses base and mid).
+#     --changed-order worst (the default) rebuilds idpb-bench:changed (new
+#     random bytes each time, up to 20 builds) until its export lists the app
+#     layer's directory after the other two (scripts/bench-layer-order.py):
+#     dockerd 20.10 orders `<v1 id>/` directories by hash, and a reader that
+#     stops once it has what it needs then has to read the whole export. The
+#     report says which place the app layer got. --changed-order as-built
+#     takes the first build whatever its order.
 #     The trees are copied with `cp -a`, i.e. symlinks stay symlinks (620 of
 #     them, all relative and inside the tree on Debian 12); --dereference would
 #     store every libfoo.so.1 -> libfoo.so.1.2.3 twice and inflate the base
@@ -110,7 +118,7 @@ bad_usage() {
 	exit 2
 }
 usage() {
-	sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '4,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -122,6 +130,7 @@ push_timeout=${BENCH_PUSH_TIMEOUT:-900}
 build_timeout=${BENCH_BUILD_TIMEOUT:-1800}
 max_seconds=${BENCH_MAX_SECONDS:-5400}
 skopeo_cache=${BENCH_SKOPEO_CACHE:-round}
+changed_order=${BENCH_CHANGED_ORDER:-worst}
 big_mib=${BENCH_BIG_MIB:-}
 keep=0
 ours_args=()
@@ -141,6 +150,8 @@ while (($#)); do
 	--max-seconds=*) max_seconds=${1#*=} ;;
 	--skopeo-cache) (($# >= 2)) || usage; skopeo_cache=$2; shift ;;
 	--skopeo-cache=*) skopeo_cache=${1#*=} ;;
+	--changed-order) (($# >= 2)) || usage; changed_order=$2; shift ;;
+	--changed-order=*) changed_order=${1#*=} ;;
 	--big-mib) (($# >= 2)) || usage; big_mib=$2; shift ;;
 	--big-mib=*) big_mib=${1#*=} ;;
 	--keep) keep=1 ;;
@@ -152,6 +163,7 @@ while (($#)); do
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || bad_usage "--rounds must be a positive integer, got '$rounds'"
 [[ $scale == full || $scale == small ]] || bad_usage "--scale must be full or small, got '$scale'"
+[[ $changed_order == worst || $changed_order == as-built ]] || bad_usage "--changed-order must be worst or as-built, got '$changed_order'"
 [[ $skopeo_cache == round || $skopeo_cache == run ]] || bad_usage "--skopeo-cache must be round or run, got '$skopeo_cache'"
 [[ $push_timeout =~ ^[1-9][0-9]*$ ]] || bad_usage "--push-timeout must be a positive integer"
 [[ $max_seconds =~ ^[1-9][0-9]*$ ]] || bad_usage "--max-seconds must be a positive integer"
@@ -305,6 +317,31 @@ EOF
 	log "building $IMAGE_REPO:changed (new random bytes in the app layer)"
 	DOCKER_BUILDKIT=0 timeout "$build_timeout" docker build -q -t "$IMAGE_REPO:changed" "$ctx" \
 		>"$LOGS/build-changed.log" 2>&1 || { tail -20 "$LOGS/build-changed.log" >&2; die "build of $IMAGE_REPO:changed failed"; }
+	if [[ $changed_order == worst ]]; then
+		# The worst archive order for a reader that stops once it has what it
+		# needs: the app layer's directory listed after the other two, so the
+		# whole export crosses the socket. Each try is a new build (new random
+		# bytes, new v1 IDs); a third of builds qualify.
+		local position tries=1 old_id
+		while :; do
+			position=$(timeout "$build_timeout" docker save "$IMAGE_REPO:changed" | python3 "$SCRIPT_DIR/bench-layer-order.py")
+			[[ $position == "2 3" ]] && break
+			if ((tries >= 20)); then
+				log "WARNING: no build of $IMAGE_REPO:changed listed the app layer last in 20 tries; keeping this one"
+				break
+			fi
+			old_id=$(docker image inspect -f '{{.Id}}' "$IMAGE_REPO:changed")
+			head -c 3000000 /dev/urandom >"$ctx/app/random.bin"
+			DOCKER_BUILDKIT=0 timeout "$build_timeout" docker build -q -t "$IMAGE_REPO:changed" "$ctx" \
+				>"$LOGS/build-changed.log" 2>&1 || { tail -20 "$LOGS/build-changed.log" >&2; die "build of $IMAGE_REPO:changed failed"; }
+			docker rmi "$old_id" >/dev/null 2>&1 || true
+			((tries += 1))
+		done
+		CHANGED_ORDER_NOTE="app layer listed at position $((${position%% *} + 1)) of ${position##* } in the export (worst case: last) after $tries build(s)"
+		log "changed image: $CHANGED_ORDER_NOTE"
+	else
+		CHANGED_ORDER_NOTE="as built (the app layer's place in the export is random)"
+	fi
 	log "built both images in $((SECONDS - t0))s"
 
 	local a b
@@ -359,6 +396,7 @@ describe_machine() {
 		printf 'workload\t%s: %s; image %.1f MB uncompressed\n' "$scale" "$CONTEXT_SIZES" \
 			"$(awk -v s="$IMAGE_SIZE" 'BEGIN {print s/1e6}')"
 		printf 'rounds\t%s\n' "$rounds"
+		printf 'changed image\t%s\n' "$CHANGED_ORDER_NOTE"
 		((big_mib == 0)) || printf 'big image\tone layer of %s MiB of random bytes, one cold push per tool\n' "$big_mib"
 		printf 'client caches\tempty before each cold push, then kept for the round (ours: XDG_CACHE_HOME; docker: distribution metadata; skopeo: blob-info cache, %s)\n' \
 			"$([[ $skopeo_cache == round ]] && echo 'kept for the round' || echo 'emptied before every skopeo push')"
