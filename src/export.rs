@@ -564,11 +564,10 @@ mod tests {
         (names, archive_was_whole(archive.into_inner()))
     }
 
-    #[test]
-    fn an_entry_cut_short_is_an_error_naming_it() {
-        let (bytes, starts) = tar_of(&[("a/layer.tar", 3000), ("b.json", 5)]);
-        let cut = &bytes[..starts[0] + 512 + 1000];
-        let mut archive = tar::Archive::new(Cursor::new(cut));
+    /// The first entry of `bytes` (3000 bytes long in the archive's header),
+    /// read to its end through a `WholeEntry`.
+    fn read_first_entry(bytes: &[u8]) -> (Vec<u8>, std::io::Result<usize>) {
+        let mut archive = tar::Archive::new(Cursor::new(bytes));
         let entry = archive
             .entries_with_seek()
             .unwrap()
@@ -582,8 +581,16 @@ mod tests {
             path: "a/layer.tar",
         };
         let mut read = Vec::new();
-        let error = whole.read_to_end(&mut read).unwrap_err();
+        let result = whole.read_to_end(&mut read);
+        (read, result)
+    }
+
+    #[test]
+    fn an_entry_cut_short_is_an_error_naming_it() {
+        let (bytes, starts) = tar_of(&[("a/layer.tar", 3000), ("b.json", 5)]);
+        let (read, result) = read_first_entry(&bytes[..starts[0] + 512 + 1000]);
         assert_eq!(read.len(), 1000);
+        let error = result.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(
             error
@@ -592,22 +599,8 @@ mod tests {
             "{error}"
         );
 
-        let (bytes, _) = tar_of(&[("a/layer.tar", 3000)]);
-        let mut archive = tar::Archive::new(Cursor::new(&bytes[..]));
-        let entry = archive
-            .entries_with_seek()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let mut whole = WholeEntry {
-            entry,
-            left: 3000,
-            size: 3000,
-            path: "a/layer.tar",
-        };
-        read.clear();
-        whole.read_to_end(&mut read).unwrap();
+        let (read, result) = read_first_entry(&bytes);
+        assert_eq!(result.unwrap(), 3000);
         assert_eq!(read, vec![7u8; 3000]);
     }
 
