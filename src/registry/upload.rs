@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::error::{display_url, status_error};
-use super::{retry, Registry, RegistryError, Replay};
+use super::{challenge_of, retry, Challenge, Credentials, Registry, RegistryError, Replay};
 
 /// An open upload: where to send the next bytes, and how many the registry has.
 #[derive(Debug)]
@@ -107,27 +107,41 @@ impl Registry {
         let policy = self.config.retry;
         let mut sent_from = 0usize;
         let mut retry = 0u32;
+        let mut reauthenticated = false;
         loop {
-            let failure = match self.patch(session, chunk.slice(sent_from..), action).await {
+            match self.patch(session, chunk.slice(sent_from..), action).await {
                 Ok(()) => return Ok(()),
                 Err(PatchFailure::Final(error)) => return Err(error),
-                Err(PatchFailure::Transient(text)) => text,
-            };
-            if retry >= policy.max_retries {
-                return Err(RegistryError::GaveUp {
-                    action: action.to_owned(),
-                    attempts: retry + 1,
-                    last: failure,
-                });
+                // A token that expired during a long upload: the session is
+                // still the registry's, so authenticate again and resume it.
+                // Once per chunk; a fixed token cannot be renewed.
+                Err(PatchFailure::Unauthorized(challenge)) => {
+                    if reauthenticated || matches!(self.config.credentials, Credentials::Bearer(_))
+                    {
+                        return Err(self.unauthorized(&format!("{action}: upload answered 401")));
+                    }
+                    reauthenticated = true;
+                    tracing::debug!("{action}: a chunk got 401, authenticating again");
+                    self.authenticate(challenge).await?;
+                }
+                Err(PatchFailure::Transient(failure)) => {
+                    if retry >= policy.max_retries {
+                        return Err(RegistryError::GaveUp {
+                            action: action.to_owned(),
+                            attempts: retry + 1,
+                            last: failure,
+                        });
+                    }
+                    retry += 1;
+                    let wait = policy.delay(retry, None);
+                    self.notify_retry(&format!(
+                        "{action}: {failure}; retry {retry} of {} in {:.1} s",
+                        policy.max_retries,
+                        wait.as_secs_f64()
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
             }
-            retry += 1;
-            let wait = policy.delay(retry, None);
-            self.notify_retry(&format!(
-                "{action}: {failure}; retry {retry} of {} in {:.1} s",
-                policy.max_retries,
-                wait.as_secs_f64()
-            ));
-            tokio::time::sleep(wait).await;
             let chunk_start = session.offset - sent_from as u64;
             let received = self.upload_status(session, action).await?;
             if received < chunk_start || received > chunk_start + chunk.len() as u64 {
@@ -203,9 +217,7 @@ impl Registry {
             }));
         }
         if status == StatusCode::UNAUTHORIZED {
-            return Err(PatchFailure::Final(
-                self.unauthorized(&format!("{action}: upload answered 401")),
-            ));
+            return Err(PatchFailure::Unauthorized(challenge_of(&response)));
         }
         if retry::is_transient_status(status) || status == StatusCode::RANGE_NOT_SATISFIABLE {
             return Err(PatchFailure::Transient(format!(
@@ -337,6 +349,8 @@ pub enum Mount {
 enum PatchFailure {
     /// Worth another attempt after asking the registry what it has.
     Transient(String),
+    /// 401, with the challenge it carried.
+    Unauthorized(Option<Challenge>),
     Final(RegistryError),
 }
 

@@ -1,6 +1,9 @@
 //! Authentication: basic auth over TLS with a private CA, a bearer-token
 //! registry, and wrong credentials failing fast.
 
+use std::io::{Read, Write};
+
+use crate::support::proxy::{Fault, Proxy, Rule};
 use crate::support::{docker_build, noise, services, skopeo_inspect, unique, Push, TempDir};
 
 fn build(name: &str) -> String {
@@ -209,4 +212,89 @@ fn credentials_never_follow_an_upload_redirect_to_another_host() {
         .requests()
         .iter()
         .any(|request| request.header("authorization").is_some()));
+}
+
+/// The `WWW-Authenticate` challenge a registry answers `GET /v2/` with.
+fn challenge_of(registry: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(registry).unwrap();
+    stream
+        .write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {registry}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, value)| value.trim().to_owned())
+        .expect("the token registry challenges")
+}
+
+/// A token that expires during a long upload: the registry answers a chunk
+/// 401. The push gets a new token, asks the registry what the session holds
+/// and sends the rest, instead of failing the layer.
+#[test]
+fn a_chunk_answered_401_gets_a_new_token_and_resumes_the_upload() {
+    let services = services();
+    let proxy = Proxy::start(&services.token_registry).expect("the proxy starts");
+    proxy.add_rule(
+        Rule::new(Fault::Respond {
+            status: 401,
+            headers: vec![(
+                "WWW-Authenticate".to_owned(),
+                challenge_of(&services.token_registry),
+            )],
+            body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                .to_vec(),
+        })
+        .method("PATCH")
+        .times(1),
+    );
+    let tag = format!("{}:v1", unique("reauth"));
+    docker_build(&tag, &[vec![("big.bin".to_owned(), noise(61, 3 << 20))]]);
+    let run = Push::new()
+        .args([
+            "--log-level",
+            "debug",
+            "--chunk-size",
+            "1",
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            "-u",
+            &services.token_user,
+            &tag,
+        ])
+        .env("IDPBUILDER_REGISTRY_PASSWORD", &services.token_password)
+        .run();
+    run.success()
+        .stderr_contains("a chunk got 401, authenticating again");
+    let patches: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|record| record.method == "PATCH")
+        .collect();
+    assert!(
+        patches.len() >= 4,
+        "3 MiB in 1 MiB chunks, one refused: {patches:?}"
+    );
+    assert_eq!(patches[0].status, Some(401));
+    assert!(
+        patches[1..].iter().all(|patch| patch.status == Some(202)),
+        "every later chunk accepted: {patches:?}"
+    );
+    assert_eq!(
+        patches[1].header("content-range"),
+        patches[0].header("content-range"),
+        "the refused chunk is sent again, from the same offset"
+    );
+    assert_ne!(
+        patches[1].header("authorization"),
+        patches[0].header("authorization"),
+        "with a new token"
+    );
+    assert!(!run.stderr.contains(&services.token_password));
+    let (reference, digest) = run.pinned();
+    let creds = format!("{}:{}", services.token_user, services.token_password);
+    let inspected = skopeo_inspect(&reference, &["--tls-verify=false", "--creds", &creds]);
+    assert_eq!(inspected["Digest"], digest.as_str());
 }
