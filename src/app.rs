@@ -208,22 +208,52 @@ async fn push_until_interrupted(
         signal_exit_code = interrupted => signal_exit_code,
     };
     // The push future is dropped: no manifest is written. Cancel the upload
-    // sessions it left open, briefly; a second signal exits at once.
+    // sessions it left open, briefly; a second signal exits at once. Its
+    // listeners exist before the cleanup starts, so none slips in between.
+    let second_signal = next_signal();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        second_signal.await;
         std::process::exit(signal_exit_code);
     });
     if let Some(registry) = registry_slot.get() {
-        let cancelled = registry
-            .cancel_open_uploads(std::time::Duration::from_secs(3))
-            .await;
-        if cancelled > 0 {
-            reporter.info(&format!(
-                "interrupted: cancelled {cancelled} open upload(s); no tag was written"
-            ));
+        let budget = std::time::Duration::from_secs(3);
+        let cancelled = registry.cancel_open_uploads(budget).await;
+        if let Some(line) = cancelled.report(budget) {
+            reporter.info(&line);
         }
     }
     Err(Error::Interrupted { signal_exit_code })
+}
+
+/// Resolves at the next SIGINT or SIGTERM after the call (not after the
+/// first poll: the listeners are set up here).
+fn next_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn next(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        let interrupt = next(signal(SignalKind::interrupt()).ok());
+        let terminate = next(signal(SignalKind::terminate()).ok());
+        async move {
+            tokio::select! {
+                () = interrupt => {}
+                () = terminate => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn init_logging(level: LogLevel) {

@@ -305,7 +305,8 @@ impl Registry {
         self.delete_session(&session.location).await;
     }
 
-    async fn delete_session(&self, location: &Url) {
+    /// Whether the registry no longer holds the session (deleted, or unknown).
+    async fn delete_session(&self, location: &Url) -> bool {
         self.track(location, false);
         let result = self
             .execute(
@@ -317,24 +318,67 @@ impl Registry {
                 |request| request,
             )
             .await;
-        if let Err(error) = result {
-            tracing::debug!("could not cancel an upload session: {error}");
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                    tracing::debug!(
+                        "could not cancel an upload session: the registry answered {status}"
+                    );
+                }
+                status.is_success() || status == StatusCode::NOT_FOUND
+            }
+            Err(error) => {
+                tracing::debug!("could not cancel an upload session: {error}");
+                false
+            }
         }
     }
 
     /// Deletes every session still open (interruption), within `budget`.
-    pub async fn cancel_open_uploads(&self, budget: Duration) -> usize {
+    pub async fn cancel_open_uploads(&self, budget: Duration) -> Cancelled {
         let open: Vec<Url> = self
             .open_uploads
             .lock()
             .map(|uploads| uploads.clone())
             .unwrap_or_default();
-        let count = open.len();
-        let deletes = futures_util::future::join_all(
-            open.iter().map(|location| self.delete_session(location)),
-        );
+        let cancelled = std::sync::atomic::AtomicUsize::new(0);
+        let deletes = futures_util::future::join_all(open.iter().map(|location| async {
+            if self.delete_session(location).await {
+                cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
         let _ = tokio::time::timeout(budget, deletes).await;
-        count
+        Cancelled {
+            open: open.len(),
+            cancelled: cancelled.into_inner(),
+        }
+    }
+}
+
+/// What [`Registry::cancel_open_uploads`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Upload sessions open when the push was interrupted.
+    pub open: usize,
+    /// Of those, the ones the registry confirmed gone in time.
+    pub cancelled: usize,
+}
+
+impl Cancelled {
+    /// The line printed after an interruption; `None` when nothing was open.
+    pub fn report(&self, budget: Duration) -> Option<String> {
+        match (self.open, self.cancelled) {
+            (0, _) => None,
+            (open, cancelled) if cancelled == open => Some(format!(
+                "interrupted: cancelled {open} open upload(s); no tag was written"
+            )),
+            (open, cancelled) => Some(format!(
+                "interrupted: cancelled {cancelled} of {open} open upload(s) (the registry did not \
+                 confirm the rest within {} s; it expires them); no tag was written",
+                budget.as_secs()
+            )),
+        }
     }
 }
 
@@ -372,6 +416,24 @@ pub fn parse_received(range: Option<&str>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_interruption_report_says_what_was_cancelled() {
+        let budget = Duration::from_secs(3);
+        let report = |open, cancelled| Cancelled { open, cancelled }.report(budget);
+        assert_eq!(report(0, 0), None);
+        assert_eq!(
+            report(2, 2).as_deref(),
+            Some("interrupted: cancelled 2 open upload(s); no tag was written")
+        );
+        assert_eq!(
+            report(2, 1).as_deref(),
+            Some(
+                "interrupted: cancelled 1 of 2 open upload(s) (the registry did not confirm \
+                 the rest within 3 s; it expires them); no tag was written"
+            )
+        );
+    }
 
     #[test]
     fn received_bytes_come_from_the_range_header() {

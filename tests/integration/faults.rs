@@ -498,3 +498,77 @@ fn an_export_cut_short_fails_and_writes_no_tag() {
         );
     }
 }
+
+/// An interrupted push whose registry stalls both the chunks and the DELETEs
+/// that cancel the open sessions; `second_signal` sends another SIGINT once
+/// the first DELETE has reached the registry.
+fn interrupted_with_stalled_cleanup(second_signal: bool) -> std::process::Output {
+    let name = unique("cleanup");
+    let (tag, _) = image(&name, 2 * 1024 * 1024);
+    let proxy = proxy();
+    for method in ["PATCH", "DELETE"] {
+        proxy.add_rule(Rule::new(Fault::Stall(Duration::from_secs(60))).method(method));
+    }
+    let child = spawn_push(
+        &services().docker_host,
+        &[
+            "--registry",
+            &format!("http://{}/team", proxy.address()),
+            &tag,
+        ],
+    );
+    let wait_for = |method: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&proxy, method, "/blobs/uploads/") == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            count(&proxy, method, "/blobs/uploads/") > 0,
+            "a {method} reached the registry"
+        );
+    };
+    wait_for("PATCH");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { kill(child.id() as i32, 2) };
+    if second_signal {
+        wait_for("DELETE");
+        // SAFETY: as above.
+        unsafe { kill(child.id() as i32, 2) };
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        registry_digest(&services().plain, &format!("team/{name}"), "v1"),
+        None,
+        "no tag written"
+    );
+    output
+}
+
+/// A DELETE the registry never answers is not reported as a cancelled upload.
+#[test]
+fn sigint_with_a_registry_that_ignores_the_cancel_says_so() {
+    let output = interrupted_with_stalled_cleanup(false);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("interrupted: cancelled 0 of ")
+            && stderr
+                .contains("(the registry did not confirm the rest within 3 s; it expires them)"),
+        "{stderr}"
+    );
+}
+
+/// A second Ctrl-C during the cleanup exits at once: the cleanup's report,
+/// printed when it ends, never comes.
+#[test]
+fn a_second_sigint_cuts_the_cleanup_short() {
+    let output = interrupted_with_stalled_cleanup(true);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("interrupted: cancelled"), "{stderr}");
+}
