@@ -321,12 +321,13 @@ impl Registry {
         match result {
             Ok(response) => {
                 let status = response.status();
-                if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                let gone = status.is_success() || status == StatusCode::NOT_FOUND;
+                if !gone {
                     tracing::debug!(
                         "could not cancel an upload session: the registry answered {status}"
                     );
                 }
-                status.is_success() || status == StatusCode::NOT_FOUND
+                gone
             }
             Err(error) => {
                 tracing::debug!("could not cancel an upload session: {error}");
