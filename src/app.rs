@@ -216,9 +216,10 @@ async fn push_until_interrupted(
         std::process::exit(signal_exit_code);
     });
     if let Some(registry) = registry_slot.get() {
-        let budget = std::time::Duration::from_secs(3);
-        let cancelled = registry.cancel_open_uploads(budget).await;
-        if let Some(line) = cancelled.report(budget) {
+        let cancelled = registry
+            .cancel_open_uploads(std::time::Duration::from_secs(3))
+            .await;
+        if let Some(line) = cancelled.report() {
             reporter.info(&line);
         }
     }

@@ -181,12 +181,7 @@ fn walk_entries(reader: impl Read + Seek, walker: &mut Walker) -> Result<(), Exp
             .to_string_lossy()
             .into_owned();
         let size = entry.size();
-        let mut entry = WholeEntry {
-            entry,
-            left: size,
-            size,
-            path: &path,
-        };
+        let mut entry = WholeEntry::new(entry, size, &path);
         walker.entry(classify(&path), &path, size, &mut entry)?;
         if walker.plan.stop_when_complete && walker.complete() {
             tracing::debug!("the export holds nothing more that is needed: stop reading it");
@@ -201,27 +196,36 @@ fn walk_entries(reader: impl Read + Seek, walker: &mut Walker) -> Result<(), Exp
 /// later as a layer hashing to the wrong digest.
 struct WholeEntry<'a, R> {
     entry: R,
-    left: u64,
+    read: u64,
     size: u64,
     path: &'a str,
+}
+
+impl<'a, R> WholeEntry<'a, R> {
+    fn new(entry: R, size: u64, path: &'a str) -> WholeEntry<'a, R> {
+        WholeEntry {
+            entry,
+            read: 0,
+            size,
+            path,
+        }
+    }
 }
 
 impl<R: Read> Read for WholeEntry<'_, R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
         let count = self.entry.read(buffer)?;
-        if count == 0 && self.left > 0 && !buffer.is_empty() {
+        if count == 0 && self.read < self.size && !buffer.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!(
                     "the archive stopped {} bytes into {} of {} bytes \
                      (the daemon closed the connection early)",
-                    self.size - self.left,
-                    self.path,
-                    self.size
+                    self.read, self.path, self.size
                 ),
             ));
         }
-        self.left -= count as u64;
+        self.read += count as u64;
         Ok(count)
     }
 }
@@ -574,12 +578,7 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let mut whole = WholeEntry {
-            entry,
-            left: 3000,
-            size: 3000,
-            path: "a/layer.tar",
-        };
+        let mut whole = WholeEntry::new(entry, 3000, "a/layer.tar");
         let mut read = Vec::new();
         let result = whole.read_to_end(&mut read);
         (read, result)

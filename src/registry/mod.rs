@@ -381,15 +381,30 @@ impl Registry {
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
-            if reauthenticated || matches!(self.config.credentials, Credentials::Bearer(_)) {
-                return Err(
-                    self.unauthorized(&format!("{action}: {} answered 401", display_url(url)))
-                );
-            }
-            reauthenticated = true;
-            tracing::debug!("{action}: 401, authenticating again");
-            self.authenticate(challenge_of(&response)).await?;
+            self.reauthenticate_once(
+                &mut reauthenticated,
+                challenge_of(&response),
+                &format!("{action}: {} answered 401", display_url(url)),
+            )
+            .await?;
         }
+    }
+
+    /// After a 401: authenticates again (an expired token), unless that was
+    /// already done for this request or the token was given and cannot be
+    /// renewed; then the 401 is final, described by `detail`.
+    async fn reauthenticate_once(
+        &self,
+        done: &mut bool,
+        challenge: Option<Challenge>,
+        detail: &str,
+    ) -> Result<(), RegistryError> {
+        if *done || matches!(self.config.credentials, Credentials::Bearer(_)) {
+            return Err(self.unauthorized(detail));
+        }
+        *done = true;
+        tracing::debug!("{detail}: authenticating again");
+        self.authenticate(challenge).await
     }
 
     /// `HEAD` a blob: its size when the repository has it.

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::error::{display_url, status_error};
-use super::{challenge_of, retry, Challenge, Credentials, Registry, RegistryError, Replay};
+use super::{challenge_of, retry, Challenge, Registry, RegistryError, Replay};
 
 /// An open upload: where to send the next bytes, and how many the registry has.
 #[derive(Debug)]
@@ -116,13 +116,12 @@ impl Registry {
                 // still the registry's, so authenticate again and resume it.
                 // Once per chunk; a fixed token cannot be renewed.
                 Err(PatchFailure::Unauthorized(challenge)) => {
-                    if reauthenticated || matches!(self.config.credentials, Credentials::Bearer(_))
-                    {
-                        return Err(self.unauthorized(&format!("{action}: upload answered 401")));
-                    }
-                    reauthenticated = true;
-                    tracing::debug!("{action}: a chunk got 401, authenticating again");
-                    self.authenticate(challenge).await?;
+                    self.reauthenticate_once(
+                        &mut reauthenticated,
+                        challenge,
+                        &format!("{action}: a chunk got 401"),
+                    )
+                    .await?;
                 }
                 Err(PatchFailure::Transient(failure)) => {
                     if retry >= policy.max_retries {
@@ -353,6 +352,7 @@ impl Registry {
         Cancelled {
             open: open.len(),
             cancelled: cancelled.into_inner(),
+            budget,
         }
     }
 }
@@ -362,13 +362,14 @@ impl Registry {
 pub struct Cancelled {
     /// Upload sessions open when the push was interrupted.
     pub open: usize,
-    /// Of those, the ones the registry confirmed gone in time.
+    /// Of those, the ones the registry confirmed gone within `budget`.
     pub cancelled: usize,
+    pub budget: Duration,
 }
 
 impl Cancelled {
     /// The line printed after an interruption; `None` when nothing was open.
-    pub fn report(&self, budget: Duration) -> Option<String> {
+    pub fn report(&self) -> Option<String> {
         match (self.open, self.cancelled) {
             (0, _) => None,
             (open, cancelled) if cancelled == open => Some(format!(
@@ -377,7 +378,7 @@ impl Cancelled {
             (open, cancelled) => Some(format!(
                 "interrupted: cancelled {cancelled} of {open} open upload(s) (the registry did not \
                  confirm the rest within {} s; it expires them); no tag was written",
-                budget.as_secs()
+                self.budget.as_secs()
             )),
         }
     }
@@ -420,8 +421,14 @@ mod tests {
 
     #[test]
     fn the_interruption_report_says_what_was_cancelled() {
-        let budget = Duration::from_secs(3);
-        let report = |open, cancelled| Cancelled { open, cancelled }.report(budget);
+        let report = |open, cancelled| {
+            Cancelled {
+                open,
+                cancelled,
+                budget: Duration::from_secs(3),
+            }
+            .report()
+        };
         assert_eq!(report(0, 0), None);
         assert_eq!(
             report(2, 2).as_deref(),

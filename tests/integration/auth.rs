@@ -267,7 +267,7 @@ fn a_chunk_answered_401_gets_a_new_token_and_resumes_the_upload() {
         .env("IDPBUILDER_REGISTRY_PASSWORD", &services.token_password)
         .run();
     run.success()
-        .stderr_contains("a chunk got 401, authenticating again");
+        .stderr_contains("a chunk got 401: authenticating again");
     let patches: Vec<_> = proxy
         .requests()
         .into_iter()
